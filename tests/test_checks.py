@@ -1,0 +1,76 @@
+"""The exercise-check helpers fail with messages that say what is wrong."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import course_utils as cu
+
+
+def test_check_close_passes_and_reports():
+    x = torch.randn(3, 4)
+    d = cu.check_close(x + 1e-8, x, name="out")
+    assert d.ok and d.max_abs < 1e-7
+
+
+@pytest.mark.parametrize("actual, expected, match", [
+    (None, torch.zeros(2), "forget to `return`"),
+    ([1.0, 2.0], torch.zeros(2), "expected a torch.Tensor"),
+    (torch.zeros(2, 1), torch.zeros(2), "shape"),
+    (torch.tensor([float("nan"), 0.0]), torch.zeros(2), "NaN"),
+    (torch.tensor([1.0, 0.0]), torch.zeros(2), "relative error"),
+])
+def test_check_close_fails_helpfully(actual, expected, match):
+    with pytest.raises(cu.CheckFailed, match=match):
+        cu.check_close(actual, expected, name="out")
+
+
+def test_check_close_names_the_worst_index_and_hint():
+    e = torch.zeros(3, 3)
+    a = e.clone()
+    a[2, 1] = 1.0
+    with pytest.raises(cu.CheckFailed, match=r"index \(2, 1\).*Hint: biased"):
+        cu.check_close(a, e, name="var", hint="biased or unbiased?")
+
+
+def test_compare_table_and_check_all(capsys):
+    rows = cu.compare({"same": (torch.ones(2), torch.ones(2)), "off": (torch.ones(2), torch.zeros(2))})
+    out = capsys.readouterr().out
+    assert "same" in out and "NO" in out
+    assert [r.ok for r in rows] == [True, False]
+    with pytest.raises(cu.CheckFailed, match="off"):
+        cu.check_all(rows, "ex")
+    cu.check_all(rows[:1])
+
+
+def test_check_raises():
+    cu.check_raises(lambda: int("x"), ValueError, name="parse", match="invalid")
+    with pytest.raises(cu.CheckFailed, match="nothing was raised"):
+        cu.check_raises(lambda: 1, ValueError, name="x")
+    with pytest.raises(cu.CheckFailed, match="expected ValueError, got KeyError"):
+        cu.check_raises(lambda: {}["k"], ValueError, name="x")
+    with pytest.raises(NotImplementedError):  # an unsolved exercise is not disguised as a wrong answer
+        cu.check_raises(lambda: (_ for _ in ()).throw(NotImplementedError()), ValueError, name="x")
+
+
+def test_relative_error():
+    assert cu.relative_error(torch.tensor([1.1]), torch.tensor([1.0])) == pytest.approx(0.1)
+
+
+def test_pick_and_quick_mode(monkeypatch):
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    assert cu.quick_mode() and cu.pick("q", "f") == "q"
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    assert not cu.quick_mode() and cu.pick("q", "f") == "f"
+
+
+def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    assert cu.data_dir() == tmp_path and cu.checkpoint_dir() == tmp_path / "checkpoints"
+
+
+def test_seed_everything_repeats_draws():
+    cu.seed_everything(5)
+    a = torch.rand(3)
+    cu.seed_everything(5)
+    assert torch.equal(a, torch.rand(3))

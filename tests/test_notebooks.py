@@ -1,0 +1,78 @@
+"""Every notebook, top to bottom in quick mode: under nbval, and as the released student version.
+
+The solution notebook must pass nbval; its student version (solutions replaced
+by stubs) must fail at each exercise's check cell and nowhere else, which proves
+that every check can fail and that later cells do not lean on the student's code.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course_utils.release import release_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+CELL_TIMEOUT = 900
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, COURSE_QUICK="1", PYTHONHASHSEED="0", MPLBACKEND="agg")
+    # Under pytest-xdist several kernels share the cores: one thread each avoids oversubscription.
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _has_exercises(path: Path) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    return any(c.cell_type == "code" and c.source.startswith("# EXERCISE ") for c in nb.cells)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_passes_nbval(path: Path) -> None:
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout", str(CELL_TIMEOUT),
+           "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+           "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(path)]
+    result = subprocess.run(cmd, cwd=NOTEBOOK_DIR, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, f"nbval failed on {path.name}:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
+
+
+STUDENT_NOTEBOOKS = [p for p in NOTEBOOKS if _has_exercises(p)]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", STUDENT_NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_version_fails_exactly_at_its_checks(path: Path, tmp_path: Path) -> None:
+    student = release_notebook(nbformat.read(path, as_version=4))
+    checks = {i for i, c in enumerate(student.cells) if c.cell_type == "code" and c.source.startswith("# CHECK ")}
+    assert checks, f"{path.name} has exercises but no check cells"
+    old_env = dict(os.environ)
+    os.environ.update(_env())
+    try:
+        NotebookClient(student, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+    errors = {}
+    for i, cell in enumerate(student.cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                errors[i] = f"{out.ename}: {out.evalue}"[:200]
+    missing = sorted(checks - set(errors))
+    extra = {i: errors[i] for i in sorted(set(errors) - checks)}
+    assert not missing, f"these check cells pass on the student version (a check that cannot fail): " + \
+        ", ".join(student.cells[i].source.splitlines()[0] for i in missing)
+    assert not extra, f"cells other than checks fail on the student version: {extra}"
+    for i in checks:
+        assert "NotImplementedError" in errors[i] or "CheckFailed" in errors[i], \
+            f"{student.cells[i].source.splitlines()[0]} failed for another reason: {errors[i]}"
