@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
 KERNEL := normalization-course
+# two workers: the notebook runs are independent processes
+PYTEST_ARGS ?= -n 2
 
 .PHONY: lab test install kernel release clean-data
 

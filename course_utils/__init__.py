@@ -17,8 +17,12 @@ from .data import (
     TensorLoader, load_dataset, load_domain, to_rgb32,
 )
 
-# normalization (input)
-from .normalization import channel_stats
+# normalization (issue 3)
+from .normalization import (
+    InputContractWarning, MeanPad2d, bgr_to_rgb, channel_normalize, channel_stats, check_input_batch,
+    fold_normalization_into_conv, gray_to_rgb, min_max, per_image_zscore, rgb_to_bgr, swap_rb, to_minus_one_one,
+    to_unit,
+)
 # models
 from .models import (
     Contract, PretrainedUnavailable, load_course_resnet18, load_imagenet_resnet18, load_pretrained_resnet18,
@@ -30,4 +34,19 @@ from .train import History, evaluate, fit
 from .plotting import bars, channel_histograms, curves, set_style, show_images
 # environment (notebook 00)
 from .environment import data_sources, device_report, print_report, report, versions, weight_sources
+# layers (issue 4)
+from .layers import (
+    BatchNorm2d, GlobalResponseNorm, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm, batch_norm2d,
+    fold_bn_into_conv, global_response_norm, group_norm, instance_norm2d, layer_norm, local_response_norm,
+)
+from .layers.figures import plot_norm_axes
+# transfer + lab (issue 5)
+from .train import append_result, read_results, train_step
+from .transfer import (
+    BN_MODE_HELP, BN_MODES, FREEZE_STRATEGIES, INPUT_LAYERS, InputLayerNorm, add_input_layer, bn_layers, bn_state,
+    freeze, make_input_layer, recompute_bn_stats, set_bn_mode, trainable_names, weight_distance,
+)
+from .widgets import (
+    FineTuningLab, LabConfig, LabResult, lab_panel, plot_runs, plot_weight_histograms, run_lab,
+)
 __version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""Speed of the course's by-hand layers relative to their torch.nn (or timm) twins, on the CPU.
+
+Each reference layer and its twin run on the same input of a fixed, realistic
+shape: a batch of 32 ResNet-stage feature maps, (32, 64, 56, 56). Reported per
+layer: the median time of forward, and of forward + backward, for both, and the
+ratio by-hand / torch (above 1 = the by-hand layer is slower). The last line is
+JSON with the same figures.
+
+    .venv/bin/python benchmarks/layers_speed.py [--repeats 7] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import course_utils as cu
+from timm.layers.grn import GlobalResponseNorm as TimmGRN
+
+SHAPE = (32, 64, 56, 56)  # N, C, H, W
+
+
+def pairs(channels: int, spatial: tuple[int, int]):
+    """(name, by-hand layer, reference layer, channels_last input?) for every layer."""
+    return [
+        ("BatchNorm2d (train)", cu.BatchNorm2d(channels), nn.BatchNorm2d(channels), False),
+        ("BatchNorm2d (eval)", cu.BatchNorm2d(channels).eval(), nn.BatchNorm2d(channels).eval(), False),
+        ("LayerNorm (C,H,W)", cu.LayerNorm((channels, *spatial)), nn.LayerNorm((channels, *spatial)), False),
+        ("GroupNorm (G=32)", cu.GroupNorm(32, channels), nn.GroupNorm(32, channels), False),
+        ("InstanceNorm2d (affine)", cu.InstanceNorm2d(channels, affine=True),
+         nn.InstanceNorm2d(channels, affine=True), False),
+        ("LocalResponseNorm (n=5)", cu.LocalResponseNorm(5), nn.LocalResponseNorm(5), False),
+        ("GRN vs timm (NCHW)", cu.GlobalResponseNorm(channels, channels_last=False),
+         TimmGRN(channels, channels_last=False), False),
+        ("GRN vs timm (NHWC)", cu.GlobalResponseNorm(channels), TimmGRN(channels), True),
+    ]
+
+
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median seconds of each function; the calls alternate, so load on the machine hits all alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def steps(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
+    """The two things timed: forward only (no graph), and forward + backward."""
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        xi = x.detach().requires_grad_()
+        (layer(xi) * upstream).sum().backward()
+
+    return forward, forward_backward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, c, h, w = SHAPE
+    x_first = torch.randn(SHAPE)
+    x_last = x_first.permute(0, 2, 3, 1).contiguous()
+    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, input {SHAPE} float32, "
+          f"median of {args.repeats}")
+    print(f"{'layer':<26}{'fwd ours':>10}{'fwd torch':>11}{'ratio':>7}{'f+b ours':>11}{'f+b torch':>11}{'ratio':>7}")
+    results = []
+    for name, ours, ref, channels_last in pairs(c, (h, w)):
+        x = x_last if channels_last else x_first
+        upstream = torch.randn_like(x)
+        (f_ours, fb_ours), (f_ref, fb_ref) = steps(ours, x, upstream), steps(ref, x, upstream)
+        f_ours, f_ref = interleaved_medians([f_ours, f_ref], args.repeats)
+        fb_ours, fb_ref = interleaved_medians([fb_ours, fb_ref], args.repeats)
+        row = {"layer": name, "forward_ms": [round(1e3 * f_ours, 2), round(1e3 * f_ref, 2)],
+               "forward_ratio": round(f_ours / f_ref, 2),
+               "forward_backward_ms": [round(1e3 * fb_ours, 2), round(1e3 * fb_ref, 2)],
+               "forward_backward_ratio": round(fb_ours / fb_ref, 2)}
+        results.append(row)
+        print(f"{name:<26}{1e3 * f_ours:>8.1f}ms{1e3 * f_ref:>9.1f}ms{row['forward_ratio']:>6.2f}x"
+              f"{1e3 * fb_ours:>9.1f}ms{1e3 * fb_ref:>9.1f}ms{row['forward_backward_ratio']:>6.2f}x")
+    print(json.dumps({"benchmark": "layers_speed", "device": "cpu", "threads": torch.get_num_threads(),
+                      "shape": list(SHAPE), "torch": torch.__version__, "machine": platform.machine(),
+                      "repeats": args.repeats, "results": results}))
+
+
+if __name__ == "__main__":
+    main()

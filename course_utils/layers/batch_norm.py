@@ -1,0 +1,184 @@
+"""Batch normalization for images, computed the way ``torch.nn.BatchNorm2d`` computes it.
+
+Each channel is standardized with statistics taken over the batch and the
+spatial positions, i.e. over the N·H·W values that share the channel:
+
+    mean_c = 1/m · Σ_{n,h,w} x[n,c,h,w]                     m = N·H·W
+    var_c  = 1/m · Σ_{n,h,w} (x[n,c,h,w] - mean_c)²          (biased: divide by m)
+    y[n,c,h,w] = (x[n,c,h,w] - mean_c) / sqrt(var_c + eps) · weight_c + bias_c
+
+Three details that by-hand versions often get wrong (pytorch/pytorch issues 3122, 77427):
+
+* normalizing uses the *biased* variance (÷m), but ``running_var`` is updated
+  with the *unbiased* one (÷(m-1));
+* ``running = (1 - momentum) · running + momentum · batch`` with momentum 0.1
+  (CS231n writes the opposite convention, 0.9 weighting the old value);
+  ``momentum=None`` replaces it with a cumulative average, factor 1/num_batches_tracked;
+* the switch between batch and running statistics is ``module.training``
+  (``.train()`` / ``.eval()``), not autograd: under ``torch.no_grad()`` a module
+  in train mode still updates its running statistics.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._input import expect_channels, expect_rank
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """(C,) -> (1, C, 1, 1), so it broadcasts over an (N, C, H, W) tensor."""
+    return t.view(1, -1, 1, 1)
+
+
+def _check_vector(t: torch.Tensor | None, name: str, channels: int, layer: str) -> None:
+    if t is not None and t.shape != (channels,):
+        raise ValueError(f"{layer}: {name} has shape {tuple(t.shape)} but the input has {channels} channels; "
+                         f"expected shape ({channels},).")
+
+
+def batch_norm2d(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Functional batch norm of ``x`` (N, C, H, W); same arguments as ``torch.nn.functional.batch_norm``.
+
+    ``training=True`` (or no running buffers): normalize with this batch's
+    statistics and, when buffers are given, update them **in place**:
+    ``running_mean ← (1 - momentum)·running_mean + momentum·mean``,
+    ``running_var ← (1 - momentum)·running_var + momentum·var·m/(m - 1)``.
+    ``training=False``: normalize with ``running_mean`` and ``running_var``.
+    ``momentum`` here is the update factor itself; the module turns
+    ``momentum=None`` into 1/num_batches_tracked before calling this.
+    ``weight``, ``bias``, and the buffers have shape (C,). Returns (N, C, H, W).
+    """
+    layer = "batch_norm2d"
+    expect_rank(x, 4, layer, "(N, C, H, W)")
+    channels = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _check_vector(t, name, channels, layer)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{layer}: pass both running_mean and running_var, or neither.")
+
+    if training or running_mean is None:
+        count = x.numel() // max(channels, 1)  # m = N·H·W values per channel
+        if count <= 1:
+            raise ValueError(
+                f"{layer}: expected more than 1 value per channel when training, got input of shape "
+                f"{tuple(x.shape)} (N·H·W = {count}). The variance of one value is undefined: use a batch of "
+                f"at least 2, or call model.eval() to use the running statistics.")
+        mean = x.mean(dim=(0, 2, 3))                                    # (C,)
+        # Two-pass (centered) variance: subtract the mean first. The one-pass
+        # E[x²] - E[x]² cancels catastrophically when |mean| >> std.
+        var = (x - _per_channel(mean)).pow(2).mean(dim=(0, 2, 3))       # (C,), biased
+        if training and running_mean is not None:
+            with torch.no_grad():  # buffers are state, not part of the graph
+                unbiased = var * (count / (count - 1))
+                running_mean.mul_(1 - momentum).add_(momentum * mean.to(running_mean.dtype))
+                running_var.mul_(1 - momentum).add_(momentum * unbiased.to(running_var.dtype))
+    else:
+        mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
+
+    x_hat = (x - _per_channel(mean)) * _per_channel(torch.rsqrt(var + eps))  # (N, C, H, W)
+    if weight is not None:
+        x_hat = x_hat * _per_channel(weight)
+    if bias is not None:
+        x_hat = x_hat + _per_channel(bias)
+    return x_hat
+
+
+class BatchNorm2d(nn.Module):
+    """Batch norm over (N, H, W) for each of C channels; a readable twin of ``torch.nn.BatchNorm2d``.
+
+    Formula (train mode): ``y = (x - mean_c) / sqrt(var_c + eps) · weight_c + bias_c``
+    with mean and biased variance over the N·H·W values of channel c; eval mode
+    uses ``running_mean``/``running_var`` instead. See the module docstring.
+
+    Shapes: input (N, C, H, W) -> output (N, C, H, W); ``weight``, ``bias``,
+    ``running_mean``, ``running_var`` are (C,), ``num_batches_tracked`` a scalar.
+    Parameter and buffer names match PyTorch's, so state dicts load both ways.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before the square root.
+        momentum: weight of the new batch in the running averages (PyTorch
+            convention), or None for a cumulative average.
+        affine: learn ``weight`` (init 1) and ``bias`` (init 0).
+        track_running_stats: keep running statistics; if False, the layer
+            always normalizes with the batch's statistics.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"BatchNorm2d: num_features must be a positive int (the channel count C), "
+                             f"got {num_features!r}.")
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        factory = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        """Back to mean 0, variance 1, no batches seen."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expect_rank(x, 4, "BatchNorm2d", "(N, C, H, W)")
+        expect_channels(x, self.num_features, "BatchNorm2d")
+        # The mode switch is self.training, never torch.is_grad_enabled().
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative average of all batches so far
+                factor = 1.0 / float(self.num_batches_tracked)
+        # Buffers are read in eval mode and updated in train mode (only when tracking).
+        use_buffers = not self.training or self.track_running_stats
+        return batch_norm2d(
+            x,
+            self.running_mean if use_buffers else None,
+            self.running_var if use_buffers else None,
+            self.weight,
+            self.bias,
+            training=self.training or self.running_mean is None,
+            momentum=factor,
+            eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")

@@ -1,0 +1,129 @@
+"""Instance normalization for images (Ulyanov et al., 2016), as ``torch.nn.InstanceNorm2d`` computes it.
+
+Every (sample, channel) map is standardized over its own H·W values:
+
+    mean_{n,c} = 1/m · Σ_{h,w} x[n,c,h,w]     var_{n,c} = 1/m · Σ_{h,w} (x - mean_{n,c})²     m = H·W
+    y[n,c,h,w] = (x[n,c,h,w] - mean_{n,c}) / sqrt(var_{n,c} + eps) · weight_c + bias_c
+
+PyTorch's defaults differ from BatchNorm2d's: ``affine=False`` and
+``track_running_stats=False``. With tracking on, the running buffers are
+updated with the batch average of the per-instance means and unbiased
+variances, and eval mode normalizes with them; ``momentum=None`` means factor 0
+(no update), not a cumulative average as in batch norm.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._input import expect_channels, expect_rank
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    return t.view(1, -1, 1, 1)
+
+
+def instance_norm2d(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Functional instance norm of ``x`` (N, C, H, W); arguments as ``torch.nn.functional.instance_norm``.
+
+    ``use_input_stats=True``: normalize each (n, c) map with its own statistics
+    and, if buffers (C,) are given, update them in place with the batch average.
+    ``use_input_stats=False``: normalize with the running buffers.
+    """
+    layer = "instance_norm2d"
+    expect_rank(x, 4, layer, "(N, C, H, W)")
+    c = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"{layer}: {name} has shape {tuple(t.shape)}; expected ({c},) for {c} channels.")
+
+    if use_input_stats or running_mean is None:
+        count = x.shape[2] * x.shape[3]  # m = H·W
+        if count <= 1:
+            raise ValueError(f"{layer}: expected more than 1 spatial element per channel, got input of shape "
+                             f"{tuple(x.shape)}. A 1x1 map has no spread to normalize; use a larger map or "
+                             f"batch norm.")
+        mean = x.mean(dim=(2, 3), keepdim=True)                    # (N, C, 1, 1)
+        centered = x - mean
+        var = centered.pow(2).mean(dim=(2, 3), keepdim=True)       # (N, C, 1, 1), biased
+        if running_mean is not None:
+            with torch.no_grad():
+                batch_mean = mean.mean(dim=(0, 2, 3))                          # (C,)
+                batch_var = (var * (count / (count - 1))).mean(dim=(0, 2, 3))  # unbiased, averaged over N
+                running_mean.mul_(1 - momentum).add_(momentum * batch_mean.to(running_mean.dtype))
+                running_var.mul_(1 - momentum).add_(momentum * batch_var.to(running_var.dtype))
+        y = centered * torch.rsqrt(var + eps)
+    else:
+        mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
+        y = (x - _per_channel(mean)) * _per_channel(torch.rsqrt(var + eps))
+    if weight is not None:
+        y = y * _per_channel(weight)
+    if bias is not None:
+        y = y + _per_channel(bias)
+    return y
+
+
+class InstanceNorm2d(nn.Module):
+    """Instance norm: statistics per sample and per channel over H·W; a twin of ``torch.nn.InstanceNorm2d``.
+
+    Formula: ``y = (x - mean_{n,c}) / sqrt(var_{n,c} + eps) · weight_c + bias_c``.
+
+    Shapes: input (N, C, H, W) -> same shape; ``weight``, ``bias`` and the
+    running buffers (when enabled) are (C,).
+
+    Args:
+        num_features: C.
+        eps: added to the variance before the square root.
+        momentum: update factor of the running buffers (None: no update).
+        affine: learn ``weight`` and ``bias`` (off by default, as in PyTorch).
+        track_running_stats: keep running buffers and use them in eval mode (off by default).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        factory = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            # Kept so state dicts match PyTorch's; instance norm never increments it.
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expect_rank(x, 4, "InstanceNorm2d", "(N, C, H, W)")
+        expect_channels(x, self.num_features, "InstanceNorm2d")
+        return instance_norm2d(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            use_input_stats=self.training or not self.track_running_stats,
+            momentum=0.0 if self.momentum is None else self.momentum,
+            eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")

@@ -1,0 +1,71 @@
+"""The fine-tuning lab: the panel builds, configurations are checked, a tiny run logs a row."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import course_utils as cu
+from course_utils import widgets as lab
+
+TINY = dict(n_train=32, n_val=32, batch_size=16, epochs=1)
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    # the cached quick checkpoint of the course's own model; never a full pretraining in the tests
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_PRETRAINED", "course")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+
+
+def test_panel_builds_with_every_option(tmp_path):
+    import ipywidgets as W
+
+    panel = cu.lab_panel(tmp_path / "results_lab.csv")
+    assert isinstance(panel.widget, W.VBox)
+    for key, options in lab.CHOICES.items():
+        if key in panel.controls:
+            assert tuple(panel.controls[key].options) == tuple(options), key
+    config = panel.config()
+    assert isinstance(config, cu.LabConfig) and config.validate() is config
+    assert config.log_path == str(tmp_path / "results_lab.csv")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"bn_mode": "half"}, "bn_mode"),
+    ({"normalization": "imagenet"}, "normalization"),
+    ({"input_layer": "lrn"}, "input_layer"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -0.1}, "lr"),
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 64}, "larger than the training data"),
+    ({"freezing": "head_then_full"}, "epochs >= 2"),
+])
+def test_invalid_config_errors_before_training(change, match, tmp_path):
+    config = dataclasses.replace(cu.LabConfig(log_path=str(tmp_path / "r.csv"), **TINY), **change)
+    with pytest.raises(ValueError, match=match):
+        cu.run_lab(config)
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_panel_reports_an_invalid_config_without_running(tmp_path):
+    panel = cu.lab_panel(tmp_path / "r.csv")
+    assert panel.run(cu.LabConfig(lr=-1.0, log_path=str(tmp_path / "r.csv"))) is None
+    assert "Not started" in panel.status.value and "lr" in panel.status.value
+
+
+def test_run_lab_from_config_logs_a_row(tmp_path):
+    path = tmp_path / "results_lab.csv"
+    panel = cu.lab_panel(path)
+    result = panel.run(cu.LabConfig(log_path=str(path), bn_mode="recomputed", input_layer="layernorm", **TINY))
+    rows = cu.read_results(path)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["bn_mode"] == "recomputed" and row["input_layer"] == "layernorm" and row["n_train_used"] == 32
+    assert 0.0 <= row["val_acc"] <= 1.0 and row["val_acc"] == pytest.approx(result.metrics["val_acc"], abs=1e-5)
+    assert result.state is not None and "conv1.norm.norm.weight" in result.state
+    assert panel.progress.value == panel.progress.max == 2
+    assert len(panel.run_b.options) == 2  # the pretrained start and this run
+    fig = cu.plot_weight_histograms(result.start_state, result.state, difference=True)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 21
