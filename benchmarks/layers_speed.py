@@ -6,7 +6,7 @@ layer: the median time of forward, and of forward + backward, for both, and the
 ratio by-hand / torch (above 1 = the by-hand layer is slower). The last line is
 JSON with the same figures.
 
-    .venv/bin/python benchmarks/layers_speed.py [--repeats 7] [--threads N]
+    .venv/bin/python benchmarks/layers_speed.py [--repeats 7] [--threads N] [--shape N C H W]
 """
 from __future__ import annotations
 
@@ -71,14 +71,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--shape", type=int, nargs=4, default=list(SHAPE), metavar=("N", "C", "H", "W"),
+                        help=f"input shape (default {SHAPE}); C must be a multiple of 32 for GroupNorm(32)")
     args = parser.parse_args()
+    shape = tuple(args.shape)
+    if shape[1] % 32:
+        parser.error(f"--shape: C={shape[1]} is not a multiple of 32, which GroupNorm(32, C) needs")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    n, c, h, w = SHAPE
-    x_first = torch.randn(SHAPE)
+    n, c, h, w = shape
+    x_first = torch.randn(shape)
     x_last = x_first.permute(0, 2, 3, 1).contiguous()
-    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, input {SHAPE} float32, "
+    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, input {shape} float32, "
           f"median of {args.repeats}")
     print(f"{'layer':<26}{'fwd ours':>10}{'fwd torch':>11}{'ratio':>7}{'f+b ours':>11}{'f+b torch':>11}{'ratio':>7}")
     results = []
@@ -96,7 +101,7 @@ def main() -> None:
         print(f"{name:<26}{1e3 * f_ours:>8.1f}ms{1e3 * f_ref:>9.1f}ms{row['forward_ratio']:>6.2f}x"
               f"{1e3 * fb_ours:>9.1f}ms{1e3 * fb_ref:>9.1f}ms{row['forward_backward_ratio']:>6.2f}x")
     print(json.dumps({"benchmark": "layers_speed", "device": "cpu", "threads": torch.get_num_threads(),
-                      "shape": list(SHAPE), "torch": torch.__version__, "machine": platform.machine(),
+                      "shape": list(shape), "torch": torch.__version__, "machine": platform.machine(),
                       "repeats": args.repeats, "results": results}))
 
 

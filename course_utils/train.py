@@ -137,23 +137,29 @@ def evaluate(model: nn.Module, loader, *, device: torch.device | None = None, am
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, *,
-               amp: bool = False, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               amp: bool = False, device: torch.device | None = None) -> tuple[float, int]:
     """One optimisation step on a batch already on the device: forward, loss, backward, update.
 
-    Returns ``(loss, logits)`` (detached). The benchmark times exactly this step.
+    Returns ``(loss, correct)``: the batch's mean loss and its number of correct
+    predictions, as Python numbers. Reading them is the step's one wait for the
+    device (on a GPU every ``.item()`` is such a wait); it comes before the update,
+    so a non-finite loss stops training before it reaches the weights. The
+    benchmark times exactly this step.
     """
     device = device or x.device
     with autocast_for(device, amp):
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-    if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+    # both numbers in one transfer; a float32 count is exact far beyond any batch size
+    loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == y).sum().to(loss.dtype)]).tolist()
+    if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
         lr = opt.param_groups[0]["lr"]
-        raise FloatingPointError(f"the loss became {loss.item()}: the learning rate ({lr:g}) is probably too high, "
+        raise FloatingPointError(f"the loss became {loss_value}: the learning rate ({lr:g}) is probably too high, "
                                  "or the inputs are not normalized")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.detach(), logits.detach()
+    return loss_value, int(correct)
 
 
 def fit(
@@ -230,11 +236,10 @@ def fit(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                loss, logits = train_step(model, x, y, opt, amp=amp, device=device)
+                loss, batch_correct = train_step(model, x, y, opt, amp=amp, device=device)
                 sched.step()
                 step += 1
-                batch_correct = (logits.argmax(1) == y).sum().item()
-                row = {"step": step, "epoch": epoch + 1, "loss": loss.item(), "acc": batch_correct / y.numel(),
+                row = {"step": step, "epoch": epoch + 1, "loss": loss, "acc": batch_correct / y.numel(),
                        "lr": opt.param_groups[0]["lr"]}
                 history.steps.append(row)
                 seen += y.numel()

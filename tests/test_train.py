@@ -97,6 +97,20 @@ def test_nan_loss_stops_before_the_weights_change():
     assert torch.equal(before["0.weight"], model.state_dict()["0.weight"])
 
 
+def test_train_step_reports_the_loss_and_correct_count_before_the_update():
+    model = tiny_net().eval()  # eval: the forward pass is repeatable, so it can be recomputed here
+    x, y = next(iter(tiny_loader()))
+    with torch.no_grad():
+        logits = model(x)
+    expected_loss = torch.nn.functional.cross_entropy(logits, y).item()
+    expected_correct = int((logits.argmax(1) == y).sum())
+    before = params(model)
+    loss, correct = cu.train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert isinstance(loss, float) and isinstance(correct, int)
+    assert loss == pytest.approx(expected_loss, rel=1e-6) and correct == expected_correct
+    assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"]), "the step must update the weights"
+
+
 def test_evaluate_matches_a_manual_count_and_restores_mode():
     model = tiny_net().eval()
     loader = tiny_loader()
