@@ -24,17 +24,8 @@ import torch
 from torch import nn
 
 from ._input import expect_channels, expect_rank
-
-
-def _per_channel(t: torch.Tensor) -> torch.Tensor:
-    """(C,) -> (1, C, 1, 1), so it broadcasts over an (N, C, H, W) tensor."""
-    return t.view(1, -1, 1, 1)
-
-
-def _check_vector(t: torch.Tensor | None, name: str, channels: int, layer: str) -> None:
-    if t is not None and t.shape != (channels,):
-        raise ValueError(f"{layer}: {name} has shape {tuple(t.shape)} but the input has {channels} channels; "
-                         f"expected shape ({channels},).")
+from ._params import (check_channel_vectors, per_channel, register_affine, register_running_stats,
+                      scale_and_shift, update_running_stats)
 
 
 def batch_norm2d(
@@ -61,9 +52,8 @@ def batch_norm2d(
     layer = "batch_norm2d"
     expect_rank(x, 4, layer, "(N, C, H, W)")
     channels = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        _check_vector(t, name, channels, layer)
+    check_channel_vectors(layer, channels, running_mean=running_mean, running_var=running_var,
+                          weight=weight, bias=bias)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{layer}: pass both running_mean and running_var, or neither.")
 
@@ -77,21 +67,14 @@ def batch_norm2d(
         mean = x.mean(dim=(0, 2, 3))                                    # (C,)
         # Two-pass (centered) variance: subtract the mean first. The one-pass
         # E[x²] - E[x]² cancels catastrophically when |mean| >> std.
-        var = (x - _per_channel(mean)).pow(2).mean(dim=(0, 2, 3))       # (C,), biased
+        var = (x - per_channel(mean)).pow(2).mean(dim=(0, 2, 3))        # (C,), biased
         if training and running_mean is not None:
-            with torch.no_grad():  # buffers are state, not part of the graph
-                unbiased = var * (count / (count - 1))
-                running_mean.mul_(1 - momentum).add_(momentum * mean.to(running_mean.dtype))
-                running_var.mul_(1 - momentum).add_(momentum * unbiased.to(running_var.dtype))
+            update_running_stats(running_mean, running_var, mean, var * (count / (count - 1)), momentum)
     else:
         mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
 
-    x_hat = (x - _per_channel(mean)) * _per_channel(torch.rsqrt(var + eps))  # (N, C, H, W)
-    if weight is not None:
-        x_hat = x_hat * _per_channel(weight)
-    if bias is not None:
-        x_hat = x_hat + _per_channel(bias)
-    return x_hat
+    x_hat = (x - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))  # (N, C, H, W)
+    return scale_and_shift(x_hat, weight, bias)
 
 
 class BatchNorm2d(nn.Module):
@@ -134,21 +117,8 @@ class BatchNorm2d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        register_affine(self, num_features, affine, device=device, dtype=dtype)
+        register_running_stats(self, num_features, track_running_stats, device=device, dtype=dtype)
 
     def reset_running_stats(self) -> None:
         """Back to mean 0, variance 1, no batches seen."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._input import expect_channels, expect_min_rank
+from ._params import register_affine
 
 
 def _check_groups(num_groups: int, num_channels: int, layer: str) -> None:
@@ -76,13 +77,7 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_channels, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, num_channels, affine, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_min_rank(x, 2, "GroupNorm", "(N, C, *)")

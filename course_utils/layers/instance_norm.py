@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from ._input import expect_channels, expect_rank
-
-
-def _per_channel(t: torch.Tensor) -> torch.Tensor:
-    return t.view(1, -1, 1, 1)
+from ._params import (check_channel_vectors, per_channel, register_affine, register_running_stats,
+                      scale_and_shift, update_running_stats)
 
 
 def instance_norm2d(
@@ -42,10 +40,7 @@ def instance_norm2d(
     layer = "instance_norm2d"
     expect_rank(x, 4, layer, "(N, C, H, W)")
     c = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is not None and t.shape != (c,):
-            raise ValueError(f"{layer}: {name} has shape {tuple(t.shape)}; expected ({c},) for {c} channels.")
+    check_channel_vectors(layer, c, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
 
     if use_input_stats or running_mean is None:
         count = x.shape[2] * x.shape[3]  # m = H·W
@@ -57,20 +52,14 @@ def instance_norm2d(
         centered = x - mean
         var = centered.pow(2).mean(dim=(2, 3), keepdim=True)       # (N, C, 1, 1), biased
         if running_mean is not None:
-            with torch.no_grad():
-                batch_mean = mean.mean(dim=(0, 2, 3))                          # (C,)
-                batch_var = (var * (count / (count - 1))).mean(dim=(0, 2, 3))  # unbiased, averaged over N
-                running_mean.mul_(1 - momentum).add_(momentum * batch_mean.to(running_mean.dtype))
-                running_var.mul_(1 - momentum).add_(momentum * batch_var.to(running_var.dtype))
+            # the batch average of the per-instance statistics: mean (C,), unbiased variance (C,)
+            update_running_stats(running_mean, running_var, mean.mean(dim=(0, 2, 3)),
+                                 (var * (count / (count - 1))).mean(dim=(0, 2, 3)), momentum)
         y = centered * torch.rsqrt(var + eps)
     else:
         mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
-        y = (x - _per_channel(mean)) * _per_channel(torch.rsqrt(var + eps))
-    if weight is not None:
-        y = y * _per_channel(weight)
-    if bias is not None:
-        y = y + _per_channel(bias)
-    return y
+        y = (x - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))
+    return scale_and_shift(y, weight, bias)
 
 
 class InstanceNorm2d(nn.Module):
@@ -97,22 +86,9 @@ class InstanceNorm2d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            # Kept so state dicts match PyTorch's; instance norm never increments it.
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        register_affine(self, num_features, affine, device=device, dtype=dtype)
+        # num_batches_tracked comes too, so state dicts match PyTorch's; instance norm never increments it.
+        register_running_stats(self, num_features, track_running_stats, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_rank(x, 4, "InstanceNorm2d", "(N, C, H, W)")
