@@ -16,9 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_benchmark(name: str, *args: str) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True,
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True,
                           text=True, timeout=600, cwd=REPO)
+
+
+def run_benchmark(name: str, *args: str) -> tuple[dict, str]:
+    """Run a benchmark that must succeed; returns its final JSON line, parsed, and its whole output."""
+    proc = run_script(name, *args)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     last = proc.stdout.strip().splitlines()[-1]
     return json.loads(last), proc.stdout
@@ -36,8 +41,7 @@ def test_layers_speed_reports_a_ratio_for_every_layer():
 
 
 def test_layers_speed_rejects_a_shape_groupnorm_cannot_take():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "layers_speed.py"), "--shape", "2", "3", "4", "4"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = run_script("layers_speed.py", "--shape", "2", "3", "4", "4")
     assert proc.returncode != 0 and "multiple of 32" in proc.stderr
 
 

@@ -24,11 +24,8 @@ CELL_TIMEOUT = 900
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, COURSE_QUICK="1", PYTHONHASHSEED="0", MPLBACKEND="agg")
-    # Under pytest-xdist several kernels share the cores: one thread each avoids oversubscription.
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    # under pytest-xdist, conftest.py has already put OMP_NUM_THREADS=1 in os.environ for the kernels
+    return dict(os.environ, COURSE_QUICK="1", PYTHONHASHSEED="0", MPLBACKEND="agg")
 
 
 def _has_exercises(path: Path) -> bool:
