@@ -310,7 +310,7 @@ def naive_batch_norm(x, eps=1e-5):
 def test_large_offset_float64_matches_torch_and_naive_formula_does_not(shape):
     x = make_input(0, shape, torch.float64, offset=1e4)
     ref = F.batch_norm(x, None, None, training=True)
-    assert_rel(L.batch_norm2d(x), ref, torch.float64, "batch_norm2d")
+    assert_rel(L.batch_norm2d(x, None, None, training=True), ref, torch.float64, "batch_norm2d")
     assert_rel(L.layer_norm(x, shape[1:]), F.layer_norm(x, shape[1:]), torch.float64, "layer_norm")
     assert_rel(L.group_norm(x, shape[1]), F.group_norm(x, shape[1]), torch.float64, "group_norm")
     assert_rel(L.instance_norm2d(x), F.instance_norm(x), torch.float64, "instance_norm2d")
@@ -322,9 +322,9 @@ def test_large_offset_float32_is_as_accurate_as_float32_allows():
     # included) can place the mean closer than that, so the bound here is 2e-3, measured
     # against the exact (float64) result for the same float32 input.
     x = make_input(0, (8, 4, 6, 6), torch.float32, offset=1e4)
-    exact = L.batch_norm2d(x.double())
+    exact = L.batch_norm2d(x.double(), None, None, training=True)
     torch_err = rel(F.batch_norm(x, None, None, training=True).double(), exact)
-    ours_err = rel(L.batch_norm2d(x).double(), exact)
+    ours_err = rel(L.batch_norm2d(x, None, None, training=True).double(), exact)
     assert torch_err < 2e-3 and ours_err < 2e-3, (ours_err, torch_err)
     for fn, ref in ((lambda t: L.layer_norm(t, t.shape[1:]), lambda t: F.layer_norm(t, t.shape[1:])),
                     (lambda t: L.group_norm(t, 2), lambda t: F.group_norm(t, 2)),
@@ -418,6 +418,10 @@ def test_fold_bn_into_conv_is_exact(conv_kwargs, bn_cls, dtype):
         assert_rel(fused(x), bn(conv(x)), dtype, "folded conv")
     assert torch.equal(conv.weight, before)  # the original conv is untouched
     assert fused.stride == conv.stride and fused.groups == conv.groups
+    # PyTorch's own fusion (what to use in practice) gives the same conv
+    library = torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn)
+    assert_rel(fused.weight, library.weight, dtype, "weight vs fuse_conv_bn_eval")
+    assert_rel(fused.bias, library.bias, dtype, "bias vs fuse_conv_bn_eval")
 
 
 def test_fold_bn_refuses_bn_without_running_stats_and_channel_mismatch():

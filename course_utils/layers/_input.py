@@ -1,6 +1,8 @@
 """Input checks shared by the reference layers: fail early, say what was expected and how to fix it."""
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -40,3 +42,18 @@ def expect_channels(x: torch.Tensor, expected: int, layer: str, dim: int = 1, hi
         raise ValueError(f"{layer}: the input has {got} channels (dimension {dim % x.dim()} of shape "
                          f"{tuple(x.shape)}) but the layer was built for {expected}. Build the layer with "
                          f"{got} channels, or {hint}.")
+
+
+def as_size(value, layer: str, name: str, minimum: int = 1) -> int:
+    """``value`` as a plain int (numpy and torch integers accepted, as PyTorch's layers accept them).
+
+    Raises ValueError, naming ``name``, for non-integers and values below ``minimum``.
+    """
+    try:
+        size = operator.index(value)  # int, numpy.int64, a 0-d integer tensor; not 3.0, not "3"
+    except TypeError:
+        raise ValueError(f"{layer}: {name} must be an integer, got {value!r} "
+                         f"({type(value).__name__}).") from None
+    if size < minimum:
+        raise ValueError(f"{layer}: {name} must be at least {minimum}, got {size}.")
+    return size

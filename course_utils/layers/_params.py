@@ -30,6 +30,29 @@ def register_running_stats(module: nn.Module, num_features: int, enabled: bool, 
                            torch.tensor(0, dtype=torch.long, device=device) if enabled else None)
 
 
+def reset_affine(module: nn.Module, weight_value: float = 1.0) -> None:
+    """In place: ``weight`` back to ``weight_value``, ``bias`` back to 0 (each skipped when None)."""
+    with torch.no_grad():
+        if module.weight is not None:
+            module.weight.fill_(weight_value)
+        if module.bias is not None:
+            module.bias.zero_()
+
+
+def reset_running_stats(module: nn.Module) -> None:
+    """In place: ``running_mean`` 0, ``running_var`` 1, ``num_batches_tracked`` 0 (skipped when not tracking)."""
+    if module.running_mean is not None:
+        module.running_mean.zero_()
+        module.running_var.fill_(1)
+        module.num_batches_tracked.zero_()
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the statistics are computed in: float32 for float16/bfloat16 input, as PyTorch's
+    norm kernels accumulate, otherwise the input's own dtype. Outputs are cast back to ``x.dtype``."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 def per_channel(t: torch.Tensor) -> torch.Tensor:
     """(C,) -> (1, C, 1, 1), so it broadcasts over an (N, C, H, W) tensor."""
     return t.view(1, -1, 1, 1)

@@ -23,31 +23,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._input import expect_channels, expect_rank
-from ._params import (check_channel_vectors, per_channel, register_affine, register_running_stats,
-                      scale_and_shift, update_running_stats)
+from ._input import as_size, expect_channels, expect_rank
+from ._params import (check_channel_vectors, compute_dtype, per_channel, register_affine, register_running_stats,
+                      reset_affine, reset_running_stats, scale_and_shift, update_running_stats)
 
 
 def batch_norm2d(
     x: torch.Tensor,
-    running_mean: torch.Tensor | None = None,
-    running_var: torch.Tensor | None = None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
-    training: bool = True,
+    training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """Functional batch norm of ``x`` (N, C, H, W); same arguments as ``torch.nn.functional.batch_norm``.
+    """Functional batch norm of ``x`` (N, C, H, W); same arguments and defaults as ``torch.nn.functional.batch_norm``.
 
-    ``training=True`` (or no running buffers): normalize with this batch's
-    statistics and, when buffers are given, update them **in place**:
+    ``training=True``: normalize with this batch's statistics and, when buffers
+    are given, update them **in place**:
     ``running_mean ← (1 - momentum)·running_mean + momentum·mean``,
     ``running_var ← (1 - momentum)·running_var + momentum·var·m/(m - 1)``.
-    ``training=False``: normalize with ``running_mean`` and ``running_var``.
+    ``training=False`` (the default, as in PyTorch): normalize with
+    ``running_mean`` and ``running_var``, which must then be given.
     ``momentum`` here is the update factor itself; the module turns
     ``momentum=None`` into 1/num_batches_tracked before calling this.
-    ``weight``, ``bias``, and the buffers have shape (C,). Returns (N, C, H, W).
+    ``weight``, ``bias``, and the buffers have shape (C,). Returns (N, C, H, W)
+    in the dtype of ``x``; float16/bfloat16 input is computed in float32.
+    An empty batch gives an empty output and leaves the buffers alone, as in PyTorch.
     """
     layer = "batch_norm2d"
     expect_rank(x, 4, layer, "(N, C, H, W)")
@@ -56,25 +59,32 @@ def batch_norm2d(
                           weight=weight, bias=bias)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{layer}: pass both running_mean and running_var, or neither.")
+    if not training and running_mean is None:
+        raise ValueError(f"{layer}: training=False normalizes with running_mean and running_var, but none were "
+                         f"given. Pass the running buffers, or training=True to use this batch's statistics.")
 
-    if training or running_mean is None:
+    dtype = compute_dtype(x)
+    xc = x.to(dtype)
+    if training:
         count = x.numel() // max(channels, 1)  # m = N·H·W values per channel
-        if count <= 1:
+        if count == 0:  # an empty batch: no statistics to take, no buffers to update
+            return scale_and_shift(xc, weight, bias).to(x.dtype)
+        if count == 1:
             raise ValueError(
                 f"{layer}: expected more than 1 value per channel when training, got input of shape "
                 f"{tuple(x.shape)} (N·H·W = {count}). The variance of one value is undefined: use a batch of "
                 f"at least 2, or call model.eval() to use the running statistics.")
-        mean = x.mean(dim=(0, 2, 3))                                    # (C,)
+        mean = xc.mean(dim=(0, 2, 3))                                   # (C,)
         # Two-pass (centered) variance: subtract the mean first. The one-pass
         # E[x²] - E[x]² cancels catastrophically when |mean| >> std.
-        var = (x - per_channel(mean)).pow(2).mean(dim=(0, 2, 3))        # (C,), biased
-        if training and running_mean is not None:
+        var = (xc - per_channel(mean)).pow(2).mean(dim=(0, 2, 3))       # (C,), biased
+        if running_mean is not None:
             update_running_stats(running_mean, running_var, mean, var * (count / (count - 1)), momentum)
     else:
-        mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
+        mean, var = running_mean.to(dtype), running_var.to(dtype)
 
-    x_hat = (x - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))  # (N, C, H, W)
-    return scale_and_shift(x_hat, weight, bias)
+    x_hat = (xc - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))  # (N, C, H, W)
+    return scale_and_shift(x_hat, weight, bias).to(x.dtype)
 
 
 class BatchNorm2d(nn.Module):
@@ -87,6 +97,10 @@ class BatchNorm2d(nn.Module):
     Shapes: input (N, C, H, W) -> output (N, C, H, W); ``weight``, ``bias``,
     ``running_mean``, ``running_var`` are (C,), ``num_batches_tracked`` a scalar.
     Parameter and buffer names match PyTorch's, so state dicts load both ways.
+    Output dtype follows the input (float16/bfloat16 computed in float32);
+    float64 input with float32 parameters is computed in float64 (PyTorch raises).
+    Deliberate differences: ``num_features=0`` is refused when the layer is built
+    (PyTorch fails at the first batch with an IndexError).
 
     Args:
         num_features: C, the number of channels.
@@ -109,9 +123,8 @@ class BatchNorm2d(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"BatchNorm2d: num_features must be a positive int (the channel count C), "
-                             f"got {num_features!r}.")
+        # C >= 1: torch.nn.BatchNorm2d(0) builds but fails on its first batch; we say so at once.
+        num_features = as_size(num_features, "BatchNorm2d", "num_features (the channel count C)")
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -122,10 +135,12 @@ class BatchNorm2d(nn.Module):
 
     def reset_running_stats(self) -> None:
         """Back to mean 0, variance 1, no batches seen."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
+        reset_running_stats(self)
+
+    def reset_parameters(self) -> None:
+        """Running statistics as new, ``weight`` 1, ``bias`` 0 (what a fresh layer has)."""
+        reset_running_stats(self)
+        reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_rank(x, 4, "BatchNorm2d", "(N, C, H, W)")

@@ -11,20 +11,25 @@ No batch statistics, so train and eval behave the same and samples never influen
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from ._input import expect_channels, expect_min_rank
-from ._params import register_affine
+from ._input import as_size, expect_channels, expect_min_rank
+from ._params import compute_dtype, register_affine, reset_affine
 
 
-def _check_groups(num_groups: int, num_channels: int, layer: str) -> None:
-    if not isinstance(num_groups, int) or num_groups < 1:
-        raise ValueError(f"{layer}: num_groups must be a positive int, got {num_groups!r}.")
+def _check_groups(num_groups: int, num_channels: int, layer: str) -> tuple[int, int]:
+    """Both as plain ints; raise ValueError unless G >= 1, C >= 1 and G divides C."""
+    num_groups = as_size(num_groups, layer, "num_groups")
+    # PyTorch refuses zero channels too ("Expected number of channels to be greater than 0").
+    num_channels = as_size(num_channels, layer, "the channel count C")
     if num_channels % num_groups != 0:
         divisors = [g for g in range(1, num_channels + 1) if num_channels % g == 0]
         raise ValueError(f"{layer}: num_groups={num_groups} does not divide num_channels={num_channels}; "
                          f"every group must hold the same number of channels. Choose one of {divisors}.")
+    return num_groups, num_channels
 
 
 def group_norm(
@@ -36,13 +41,15 @@ def group_norm(
 ) -> torch.Tensor:
     """Functional group norm of ``x`` (N, C, *); same arguments as ``torch.nn.functional.group_norm``.
 
-    ``weight`` and ``bias`` have shape (C,). Returns a tensor shaped like ``x``.
+    ``weight`` and ``bias`` have shape (C,). Returns a tensor shaped like ``x``,
+    in its dtype (float16/bfloat16 computed in float32).
     """
     layer = "group_norm"
     expect_min_rank(x, 2, layer, "(N, C, *)")
     n, c = x.shape[:2]
-    _check_groups(num_groups, c, layer)
-    grouped = x.reshape(n, num_groups, -1)                  # (N, G, C/G·H·W): one row per group
+    num_groups, _ = _check_groups(num_groups, c, layer)
+    group_size = math.prod(x.shape[1:]) // num_groups       # C/G·H·W, spelled out so that N = 0 reshapes too
+    grouped = x.to(compute_dtype(x)).reshape(n, num_groups, group_size)  # (N, G, C/G·H·W): one row per group
     mean = grouped.mean(dim=-1, keepdim=True)               # (N, G, 1)
     centered = grouped - mean
     var = centered.pow(2).mean(dim=-1, keepdim=True)        # biased, two-pass
@@ -52,7 +59,7 @@ def group_norm(
         y = y * weight.reshape(affine_shape)
     if bias is not None:
         y = y + bias.reshape(affine_shape)
-    return y
+    return y.to(x.dtype)
 
 
 class GroupNorm(nn.Module):
@@ -61,6 +68,7 @@ class GroupNorm(nn.Module):
     Formula: ``y = (x - mean_{n,g}) / sqrt(var_{n,g} + eps) · weight_c + bias_c``.
 
     Shapes: input (N, C, *) -> same shape; ``weight`` (init 1), ``bias`` (init 0): (C,).
+    Output dtype follows the input.
 
     Args:
         num_groups: G; must divide ``num_channels``.
@@ -72,12 +80,16 @@ class GroupNorm(nn.Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  device=None, dtype=None) -> None:
         super().__init__()
-        _check_groups(num_groups, num_channels, "GroupNorm")
+        num_groups, num_channels = _check_groups(num_groups, num_channels, "GroupNorm")
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
         register_affine(self, num_channels, affine, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """``weight`` back to 1, ``bias`` to 0."""
+        reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_min_rank(x, 2, "GroupNorm", "(N, C, *)")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._input import expect_channels, expect_rank
-from ._params import (check_channel_vectors, per_channel, register_affine, register_running_stats,
-                      scale_and_shift, update_running_stats)
+from ._input import as_size, expect_channels, expect_rank
+from ._params import (check_channel_vectors, compute_dtype, per_channel, register_affine, register_running_stats,
+                      reset_affine, reset_running_stats, scale_and_shift, update_running_stats)
 
 
 def instance_norm2d(
@@ -36,6 +36,7 @@ def instance_norm2d(
     ``use_input_stats=True``: normalize each (n, c) map with its own statistics
     and, if buffers (C,) are given, update them in place with the batch average.
     ``use_input_stats=False``: normalize with the running buffers.
+    Output in the dtype of ``x`` (float16/bfloat16 computed in float32).
     """
     layer = "instance_norm2d"
     expect_rank(x, 4, layer, "(N, C, H, W)")
@@ -48,18 +49,21 @@ def instance_norm2d(
             raise ValueError(f"{layer}: expected more than 1 spatial element per channel, got input of shape "
                              f"{tuple(x.shape)}. A 1x1 map has no spread to normalize; use a larger map or "
                              f"batch norm.")
-        mean = x.mean(dim=(2, 3), keepdim=True)                    # (N, C, 1, 1)
-        centered = x - mean
+        xc = x.to(compute_dtype(x))
+        mean = xc.mean(dim=(2, 3), keepdim=True)                   # (N, C, 1, 1)
+        centered = xc - mean
         var = centered.pow(2).mean(dim=(2, 3), keepdim=True)       # (N, C, 1, 1), biased
-        if running_mean is not None:
+        # An empty batch has no instances to average: the buffers stay as they are.
+        if running_mean is not None and x.shape[0] > 0:
             # the batch average of the per-instance statistics: mean (C,), unbiased variance (C,)
             update_running_stats(running_mean, running_var, mean.mean(dim=(0, 2, 3)),
                                  (var * (count / (count - 1))).mean(dim=(0, 2, 3)), momentum)
         y = centered * torch.rsqrt(var + eps)
     else:
-        mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
-        y = (x - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))
-    return scale_and_shift(y, weight, bias)
+        dtype = compute_dtype(x)
+        mean, var = running_mean.to(dtype), running_var.to(dtype)
+        y = (x.to(dtype) - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))
+    return scale_and_shift(y, weight, bias).to(x.dtype)
 
 
 class InstanceNorm2d(nn.Module):
@@ -68,7 +72,10 @@ class InstanceNorm2d(nn.Module):
     Formula: ``y = (x - mean_{n,c}) / sqrt(var_{n,c} + eps) · weight_c + bias_c``.
 
     Shapes: input (N, C, H, W) -> same shape; ``weight``, ``bias`` and the
-    running buffers (when enabled) are (C,).
+    running buffers (when enabled) are (C,). Output dtype follows the input.
+    Deliberate difference: an empty batch returns an empty output and leaves the
+    buffers alone (PyTorch 2.x raises an IndexError when ``affine=True`` and, in
+    train mode with tracking, writes NaN into the running buffers).
 
     Args:
         num_features: C.
@@ -81,6 +88,7 @@ class InstanceNorm2d(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = False, track_running_stats: bool = False, device=None, dtype=None) -> None:
         super().__init__()
+        num_features = as_size(num_features, "InstanceNorm2d", "num_features (the channel count C)", minimum=0)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -89,6 +97,15 @@ class InstanceNorm2d(nn.Module):
         register_affine(self, num_features, affine, device=device, dtype=dtype)
         # num_batches_tracked comes too, so state dicts match PyTorch's; instance norm never increments it.
         register_running_stats(self, num_features, track_running_stats, device=device, dtype=dtype)
+
+    def reset_running_stats(self) -> None:
+        """Back to mean 0, variance 1."""
+        reset_running_stats(self)
+
+    def reset_parameters(self) -> None:
+        """Running statistics as new, ``weight`` 1, ``bias`` 0."""
+        reset_running_stats(self)
+        reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_rank(x, 4, "InstanceNorm2d", "(N, C, H, W)")

@@ -21,19 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._input import expect_min_rank
+from ._input import as_size, expect_min_rank
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0) -> torch.Tensor:
     """Functional LRN of ``x`` (N, C, *) across channels; same arguments as PyTorch's.
 
-    Returns a tensor shaped like ``x``.
+    Returns a tensor shaped like ``x``, in its dtype.
     """
     expect_min_rank(x, 3, "local_response_norm", "(N, C, *); add a batch or spatial dimension")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"local_response_norm: size (the number of neighbouring channels n) must be a "
-                         f"positive int, got {size!r}.")
+    size = as_size(size, "local_response_norm", "size (the number of neighbouring channels n)")
+    if x.shape[1] == 0:  # no channels, no window to slide (and unfold would refuse)
+        return x * 1.0
     squares = x.pow(2).movedim(1, -1)                        # (N, *, C): channels last for padding
     # Window of channel c: c - size//2 ... c + (size-1)//2, zeros beyond the edges.
     padded = F.pad(squares, (size // 2, (size - 1) // 2))    # (N, *, C + size - 1)
@@ -47,12 +47,14 @@ class LocalResponseNorm(nn.Module):
 
     Formula: ``b_c = a_c · (k + alpha/size · Σ_{window(c)} a²)^(-beta)``, zero-padded window.
 
-    Shapes: input (N, C, *) -> same shape. No parameters, no statistics.
+    Shapes: input (N, C, *) -> same shape and dtype. No parameters, no statistics,
+    so, like PyTorch's, no ``reset_parameters``. Deliberate difference: float16 and
+    bfloat16 work on the CPU too (PyTorch's CPU kernel raises NotImplementedError).
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
         super().__init__()
-        self.size = size
+        self.size = as_size(size, "LocalResponseNorm", "size (the number of neighbouring channels n)")
         self.alpha = alpha
         self.beta = beta
         self.k = k
