@@ -211,31 +211,46 @@ def channel_stats(data: torch.Tensor | Iterable, batch_size: int = 4096) -> tupl
             raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(data.shape)}")
         images = data
         data = (images[i:i + batch_size] for i in range(0, images.shape[0], batch_size))
-    count, mean, m2 = 0, None, None
+    moments = None
     for batch in data:
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
         if batch.ndim != 4:
             raise ValueError(f"expected batches of shape (N, C, H, W), got {tuple(batch.shape)}")
-        x = _as_unit_float(batch).transpose(0, 1).reshape(batch.shape[1], -1)  # (C, N*H*W)
-        n_b = x.shape[1]
-        if n_b == 0:
-            continue
-        mean_b = x.mean(dim=1)
-        m2_b = ((x - mean_b[:, None]) ** 2).sum(dim=1)
-        if mean is None:
-            count, mean, m2 = n_b, mean_b, m2_b
-            continue
-        if mean_b.shape != mean.shape:
-            raise ValueError(f"a batch has {mean_b.numel()} channels, earlier ones had {mean.numel()}")
-        n = count + n_b
-        delta = mean_b - mean
-        mean = mean + delta * (n_b / n)
-        m2 = m2 + m2_b + delta ** 2 * (count * n_b / n)
-        count = n
-    if mean is None:
+        moments = merge_moments(moments, batch_moments(_as_unit_float(batch)))
+    if moments is None or moments[0] == 0:
         raise ValueError("channel_stats got no data")
+    count, mean, m2 = moments
     return mean, (m2 / count).sqrt()
+
+
+Moments = tuple  # (count, mean (C,), M2 (C,)): M2 is the sum of squared deviations from the mean
+
+
+def batch_moments(x: torch.Tensor) -> Moments:
+    """(count, mean, M2) per channel of ``x`` (N, C, *), in float64, centered (two-pass)."""
+    flat = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N·H·W)
+    count = flat.shape[1]
+    mean = flat.mean(dim=1) if count else flat.new_zeros(x.shape[1])
+    return count, mean, ((flat - mean[:, None]) ** 2).sum(dim=1)
+
+
+def merge_moments(a: Moments | None, b: Moments) -> Moments:
+    """Combine two partial (count, mean, M2) results (Chan et al., 1979): exact, and no E[x²] - E[x]²,
+    which loses every digit when the mean is large next to the spread.
+
+        delta = mean_b - mean_a;  mean = mean_a + delta · n_b / n;  M2 = M2_a + M2_b + delta² · n_a · n_b / n
+    """
+    if a is None or a[0] == 0:
+        return b
+    if b[0] == 0:
+        return a
+    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = a, b
+    if mean_b.shape != mean_a.shape:
+        raise ValueError(f"a batch has {mean_b.numel()} channels, earlier ones had {mean_a.numel()}")
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta ** 2 * (n_a * n_b / n)
 
 
 # --------------------------------------------------------------------------- the contract guard

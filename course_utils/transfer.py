@@ -20,6 +20,8 @@ from typing import Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from .normalization import batch_moments, merge_moments
+
 BN_MODES = ("train", "frozen_stats", "frozen", "recomputed")
 BN_MODE_HELP = {
     "train": "BN in train mode: normalizes with batch statistics, updates its running statistics; gamma/beta train",
@@ -29,7 +31,9 @@ BN_MODE_HELP = {
     "recomputed": "running statistics recomputed on the new data first (AdaBN), then kept as in 'frozen_stats'",
 }
 FREEZE_STRATEGIES = ("head", "head+bn", "none")
-INPUT_LAYERS = ("none", "batchnorm", "layernorm", "groupnorm")
+INPUT_LAYERS = ("none", "batchnorm", "layernorm", "instancenorm")
+# former names of input layers, kept only to say what they are called now
+RENAMED_INPUT_LAYERS = {"groupnorm": "instancenorm"}
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -86,8 +90,8 @@ def recompute_bn_stats(model: nn.Module, loader: Iterable, *, max_batches: int |
 
     One pass in train mode (so each layer normalizes with batch statistics, as
     during training, and the layers after it see what they would see in
-    training). Each BN layer's input is accumulated exactly in float64 over the
-    whole pass, then stored: ``running_mean`` = the mean of all inputs that layer
+    training). Each BN layer's input is accumulated in float64 over the whole
+    pass, batch by batch with a centered merge (no E[x²] - E[x]²), then stored: ``running_mean`` = the mean of all inputs that layer
     saw, ``running_var`` = their unbiased variance, ``num_batches_tracked`` =
     the number of batches. Equal to what ``momentum=None`` (PyTorch's
     cumulative average) gives for the mean with equal batches; the variance is
@@ -99,16 +103,10 @@ def recompute_bn_stats(model: nn.Module, loader: Iterable, *, max_batches: int |
     layers = bn_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no batch-norm layer to recompute")
-    sums: dict[nn.Module, list] = {bn: [0, 0.0, 0.0] for _, bn in layers}  # count, sum, sum of squares
+    moments: dict[nn.Module, tuple | None] = {bn: None for _, bn in layers}  # (count, mean, M2) per layer
 
     def accumulate(bn, inputs):
-        x = inputs[0].detach()
-        dims = [d for d in range(x.ndim) if d != 1]
-        x64 = x.double()
-        acc = sums[bn]
-        acc[0] += x.numel() // x.shape[1]
-        acc[1] = acc[1] + x64.sum(dim=dims)
-        acc[2] = acc[2] + (x64 * x64).sum(dim=dims)
+        moments[bn] = merge_moments(moments[bn], batch_moments(inputs[0]))
 
     modes = {m: m.training for m in model.modules()}
     momenta = {bn: bn.momentum for _, bn in layers}
@@ -136,9 +134,8 @@ def recompute_bn_stats(model: nn.Module, loader: Iterable, *, max_batches: int |
     if batches == 0:
         raise ValueError("recompute_bn_stats got no batches from the loader")
     for _, bn in layers:
-        n, s, ss = sums[bn]
-        mean = s / n
-        var = (ss / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))  # unbiased, as PyTorch stores it
+        n, mean, m2 = moments[bn]
+        var = m2 / max(n - 1, 1)  # unbiased, as PyTorch stores it
         if bn.running_mean is None:
             raise ValueError("a BN layer was built with track_running_stats=False and has no buffers to fill")
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
@@ -217,10 +214,18 @@ def make_input_layer(kind: str, num_channels: int = 3) -> nn.Module | None:
 
     - ``"batchnorm"``: ``nn.BatchNorm2d(C)``: per channel over the batch and the pixels;
     - ``"layernorm"``: :class:`InputLayerNorm`: per image over (C, H, W);
-    - ``"groupnorm"``: ``nn.GroupNorm(C, C)``: per image and channel over the pixels.
-      With C = 3 input channels the only group counts are 1 (that is layer norm)
-      and 3 (this one, which equals instance norm with an affine).
+    - ``"instancenorm"``: ``nn.InstanceNorm2d(C, affine=True)``: per image and
+      channel over the pixels, then one gamma and beta per channel. It computes
+      what ``nn.GroupNorm(C, C)`` computes: a group norm with one channel per group
+      is instance norm. With C = 3 input channels the only group norms are that
+      one and ``GroupNorm(1, 3)``, which is the layer norm above.
+
+    The option once called ``"groupnorm"`` was this instance norm; that name now
+    raises a ``ValueError`` giving the new one.
     """
+    if kind in RENAMED_INPUT_LAYERS:
+        raise ValueError(f"the input layer {kind!r} is now called {RENAMED_INPUT_LAYERS[kind]!r}: "
+                         f"GroupNorm(C, C), one channel per group, is instance norm")
     if kind not in INPUT_LAYERS:
         raise ValueError(f"unknown input layer {kind!r}; choose one of {INPUT_LAYERS}")
     if kind == "none":
@@ -229,7 +234,7 @@ def make_input_layer(kind: str, num_channels: int = 3) -> nn.Module | None:
         return nn.BatchNorm2d(num_channels)
     if kind == "layernorm":
         return InputLayerNorm(num_channels)
-    return nn.GroupNorm(num_channels, num_channels)
+    return nn.InstanceNorm2d(num_channels, affine=True)
 
 
 def add_input_layer(model: nn.Module, kind: str, *, first: str = "conv1") -> nn.Module:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,8 @@ from .models import load_pretrained_resnet18, replace_head
 from .normalization import channel_stats, per_image_zscore
 from .plotting import PALETTE
 from .train import History, append_result, evaluate, fit, read_results
-from .transfer import BN_MODES, INPUT_LAYERS, add_input_layer, freeze, recompute_bn_stats, weight_distance
+from .transfer import (BN_MODES, INPUT_LAYERS, RENAMED_INPUT_LAYERS, add_input_layer, freeze, recompute_bn_stats,
+                       weight_distance)
 
 DATASETS = ("target", "source", "fashion-mnist")
 NORMALIZATIONS = ("contract", "dataset", "none", "minus_one_one", "per_image")
@@ -43,6 +45,11 @@ HELP = {
                       "none": "pixels / 255, in [0, 1]",
                       "minus_one_one": "pixels mapped to [-1, 1] (mean 0.5, std 0.5)",
                       "per_image": "each image to mean 0, std 1 over its own pixels"},
+    "input_layer": {"none": "conv1 receives the normalized pixels directly",
+                    "batchnorm": "BatchNorm2d(3): per channel, over the batch and the pixels",
+                    "layernorm": "per image over (C, H, W), one gamma/beta per channel (GroupNorm(1, 3))",
+                    "instancenorm": "per image and channel over the pixels (GroupNorm(3, 3), one channel per "
+                                    "group)"},
     "freezing": {"head": "only the new head trains", "head+bn": "the head and BN gamma/beta train (fastai)",
                  "full": "everything trains", "head_then_full": "one epoch head only, then everything"},
 }
@@ -75,6 +82,10 @@ class LabConfig:
 
     def validate(self) -> "LabConfig":
         """Raise ``ValueError`` naming the setting, the value and the choices; return self when all is well."""
+        if self.input_layer in RENAMED_INPUT_LAYERS:
+            raise ValueError(f"LabConfig.input_layer={self.input_layer!r} is now called "
+                             f"{RENAMED_INPUT_LAYERS[self.input_layer]!r} (GroupNorm(C, C) is instance norm); "
+                             f"choose one of {INPUT_LAYERS}")
         for key, options in CHOICES.items():
             value = getattr(self, key)
             if value not in options:
@@ -156,7 +167,9 @@ def run_lab(config: LabConfig, *, on_step: Callable[[dict], None] | None = None,
     Steps: validate; load data and the pretrained model; new head; optional
     input layer; freeze; BN mode (recomputing statistics first if asked);
     train with :func:`~course_utils.train.fit`; evaluate; append a row to
-    ``config.log_path``.
+    ``config.log_path``. The row's ``run_id`` is unique to this run, so the
+    run can be found in a log that other runs (earlier sessions, other
+    notebooks) share; ``result.row["run_id"]`` holds it.
     """
     config.validate()
     device = device or get_device()
@@ -198,7 +211,8 @@ def run_lab(config: LabConfig, *, on_step: Callable[[dict], None] | None = None,
                "train_acc": history.last("train_acc"), "train_loss": history.last("train_loss"),
                "seconds": seconds, "images_per_s": history.last("images_per_s"),
                "mean_rel_change": sum(distances.values()) / max(len(distances), 1)}
-    row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "label": config.label(),
+    row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "run_id": f"run-{uuid.uuid4().hex[:12]}",
+           "label": config.label(),
            **{k: v for k, v in asdict(config).items() if k not in ("log_path", "name")},
            "pretrained_source": contract.source, "n_train_used": len(train), "device": str(device),
            **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}}
@@ -310,12 +324,20 @@ class FineTuningLab:
 
     ``lab = FineTuningLab(); display(lab.widget)``. ``lab.config()`` is the
     ``LabConfig`` the controls describe; ``lab.run()`` is what the Run button does.
+
+    The panel keeps the weights of its latest ``keep_runs`` runs for the
+    histograms. ``lab.results`` holds the panel's own shallow copies of the runs
+    it was given, and only those copies let go of older weights: a
+    :class:`LabResult` handed to :meth:`add_result` is never changed.
     """
 
     def __init__(self, log_path: str | Path = DEFAULT_LOG, *, defaults: LabConfig | None = None,
                  keep_runs: int = 6) -> None:
         import ipywidgets as W
 
+        if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
+            raise ValueError(f"keep_runs must be a positive integer (the latest run's weights are always kept), "
+                             f"got {keep_runs!r}")
         self.W = W
         self.log_path = str(log_path)
         self.keep_runs = keep_runs
@@ -432,8 +454,13 @@ class FineTuningLab:
         return result
 
     def add_result(self, result: LabResult) -> None:
-        """Keep a run for the histograms (the weights of the latest ``keep_runs`` runs stay in memory)."""
-        self.results.append(result)
+        """List a run for the histograms; the panel holds the weights of its latest ``keep_runs`` runs.
+
+        The panel stores a shallow copy of ``result`` and, for runs older than
+        the latest ``keep_runs``, drops that copy's references to the weights.
+        ``result`` itself is left as it was, weights included.
+        """
+        self.results.append(copy.copy(result))
         for old in self.results[:-self.keep_runs]:
             old.state = old.start_state = None
         options = [(f"#{i + 1} {r.config.label()}", i) for i, r in enumerate(self.results) if r.state is not None]

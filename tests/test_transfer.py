@@ -96,6 +96,20 @@ def test_recompute_bn_stats_equals_the_statistics_of_the_data():
     torch.testing.assert_close(model[1].running_mean, ref[1].running_mean, rtol=1e-5, atol=1e-6)
 
 
+def test_recompute_bn_stats_keeps_its_digits_when_the_mean_dwarfs_the_spread():
+    # BN inputs with mean 1e8 and std 1 (float64 throughout). One-pass E[x²] - E[x]² in float64 loses
+    # all of its digits here; the centered merge keeps seven or more.
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 2, 4, 4, generator=g, dtype=torch.float64) + 1e8, torch.zeros(16)) for _ in range(4)]
+    model = nn.Sequential(nn.BatchNorm2d(2, dtype=torch.float64))
+    cu.recompute_bn_stats(model, batches)
+    flat = torch.cat([x for x, _ in batches]).transpose(0, 1).reshape(2, -1)
+    exact_var = (flat - flat.mean(1, keepdim=True)).pow(2).sum(1) / (flat.shape[1] - 1)
+    torch.testing.assert_close(model[0].running_var, exact_var, rtol=1e-7, atol=0)  # rounding of a 1e8 mean
+    one_pass = ((flat * flat).mean(1) - flat.mean(1) ** 2) * flat.shape[1] / (flat.shape[1] - 1)
+    assert (one_pass - exact_var).abs().max() > 1e-3  # the formula it replaced fails this test
+
+
 def test_recomputed_mode_fills_buffers_then_keeps_them():
     model = tiny_net().train()
     cu.set_bn_mode(model, "recomputed", tiny_loader())
@@ -150,13 +164,29 @@ def test_input_layernorm_is_layer_norm_over_chw_for_any_size(size):
     torch.testing.assert_close(ln(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_groupnorm_input_layer_is_instance_norm_and_bn_is_batch_norm():
+def test_instancenorm_input_layer_is_instance_norm_and_bn_is_batch_norm():
     x = torch.randn(4, 3, 16, 16) * 2 + 5
-    torch.testing.assert_close(cu.make_input_layer("groupnorm")(x), F.instance_norm(x), rtol=1e-5, atol=1e-5)
+    layer = cu.make_input_layer("instancenorm")
+    torch.testing.assert_close(layer(x), F.instance_norm(x), rtol=1e-5, atol=1e-5)
+    assert [p.shape for p in layer.parameters()] == [(3,), (3,)], "one gamma and one beta per channel"
+    with torch.no_grad():  # with a per-channel affine it is GroupNorm with one channel per group
+        layer.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        layer.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        group = nn.GroupNorm(3, 3)
+        group.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x), group(x), rtol=1e-5, atol=1e-5)
     bn = cu.make_input_layer("batchnorm").train()
     torch.testing.assert_close(bn(x), F.batch_norm(x, None, None, training=True), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown input layer"):
         cu.make_input_layer("lrn")
+
+
+def test_the_old_groupnorm_name_says_what_it_is_called_now():
+    assert "groupnorm" not in cu.INPUT_LAYERS
+    with pytest.raises(ValueError, match="now called 'instancenorm'"):
+        cu.make_input_layer("groupnorm")
+    with pytest.raises(ValueError, match="now called 'instancenorm'"):
+        cu.LabConfig(input_layer="groupnorm").validate()
 
 
 def test_weight_distance():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 import course_utils as cu
 from course_utils import widgets as lab
@@ -36,6 +37,7 @@ def test_panel_builds_with_every_option(tmp_path):
     ({"bn_mode": "half"}, "bn_mode"),
     ({"normalization": "imagenet"}, "normalization"),
     ({"input_layer": "lrn"}, "input_layer"),
+    ({"input_layer": "groupnorm"}, "now called 'instancenorm'"),
     ({"lr": 0.0}, "lr"),
     ({"lr": -0.1}, "lr"),
     ({"epochs": 0}, "epochs"),
@@ -64,8 +66,44 @@ def test_run_lab_from_config_logs_a_row(tmp_path):
     row = rows[0]
     assert row["bn_mode"] == "recomputed" and row["input_layer"] == "layernorm" and row["n_train_used"] == 32
     assert 0.0 <= row["val_acc"] <= 1.0 and row["val_acc"] == pytest.approx(result.metrics["val_acc"], abs=1e-5)
+    assert row["run_id"] == result.row["run_id"] and row["run_id"].startswith("run-")
     assert result.state is not None and "conv1.norm.norm.weight" in result.state
     assert panel.progress.value == panel.progress.max == 2
     assert len(panel.run_b.options) == 2  # the pretrained start and this run
     fig = cu.plot_weight_histograms(result.start_state, result.state, difference=True)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 21
+
+
+def _fake_result(i: int) -> lab.LabResult:
+    """A LabResult built by hand (no training): only what the panel reads."""
+    state = {"conv.weight": torch.full((2, 2), float(i))}
+    start = {"conv.weight": torch.zeros(2, 2)}
+    return lab.LabResult(cu.LabConfig(name=f"run {i}"), {"val_acc": 0.5, "val_acc_before": 0.2, "seconds": 1.0},
+                         cu.History(), {}, {"label": f"run {i}"}, state, start)
+
+
+def test_panel_never_frees_the_weights_of_results_it_was_given(tmp_path):
+    panel = cu.lab_panel(tmp_path / "r.csv", keep_runs=3)
+    given = [_fake_result(i) for i in range(7)]
+    held = [(r.state, r.start_state) for r in given]
+    for r in given:
+        panel.add_result(r)
+    for r, (state, start) in zip(given, held):  # the caller's objects are exactly as they were
+        assert r.state is state and r.start_state is start, f"the panel changed {r.config.name}"
+        assert torch.equal(r.state["conv.weight"], torch.full((2, 2), float(r.config.name.split()[1])))
+    # the panel itself lists (and holds weights for) only its latest three runs, plus the pretrained start
+    assert len(panel.run_a.options) == len(panel.run_b.options) == 3 + 1
+    assert [r.state is not None for r in panel.results] == [False] * 4 + [True] * 3
+    assert all(mine is not theirs for mine, theirs in zip(panel.results, given))
+    assert panel.run_b.value == 6 and panel.run_a.value == 5
+
+
+@pytest.mark.parametrize("keep_runs", [0, -1, 2.5])
+def test_panel_rejects_a_keep_runs_that_keeps_nothing(keep_runs, tmp_path):
+    with pytest.raises(ValueError, match="keep_runs"):
+        cu.lab_panel(tmp_path / "r.csv", keep_runs=keep_runs)
+
+
+def test_help_describes_exactly_the_options_there_are():
+    for key, texts in lab.HELP.items():
+        assert set(texts) == set(lab.CHOICES[key]), key
