@@ -48,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOLUTIONS = REPO_ROOT / "notebooks"
 DEFAULT_TIMEOUT = 600  # seconds per cell; full-mode training cells on a CPU can take minutes
 PASSED, FAILED, ERROR, MISSING = "passed", "failed", "error", "missing"
+SKIPPED = "skipped"  # internal: a cell nbval skipped; reported as an error only for a check cell
 # Exceptions that mean "the answer is wrong or not written" rather than "the code crashed".
 WRONG_ANSWER = {"CheckFailed", "AssertionError", "NotImplementedError"}
 ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*[A-Za-z]")  # JUnit XML escapes ESC as "#x1B"
@@ -223,7 +224,7 @@ def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None)
             status = FAILED if name in WRONG_ANSWER else ERROR
             results[int(m.group(1))] = (status, f"{name}: {msg}".strip(": ")[:500])
         elif skipped is not None:
-            results[int(m.group(1))] = (ERROR, "the check cell was skipped")
+            results[int(m.group(1))] = (SKIPPED, "the cell was skipped")
         else:
             results[int(m.group(1))] = (PASSED, "")
     return results
@@ -262,10 +263,13 @@ def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | 
                 result.exercises.append(ExerciseResult(ex, ERROR if has_cell else MISSING, msg))
                 continue
             status, msg = outcomes.get(code_num[cell], (ERROR, "the check did not run (grading stopped early)"))
+            if status == SKIPPED:
+                status, msg = ERROR, "the check cell was skipped"
             result.exercises.append(ExerciseResult(ex, status, msg, cell))
         checks = {code_num[c] for c in where.values() if c is not None}
         for num, (status, msg) in sorted(outcomes.items()):
-            if status != PASSED and num not in checks:
+            # a skipped cell (e.g. # NBVAL_SKIP on a slow demonstration) is not an error of the student's
+            if status not in (PASSED, SKIPPED) and num not in checks:
                 result.other_errors.append(f"Cell {num}: {msg}")
         result.total = len(result.exercises)
         result.passed = sum(e.status == PASSED for e in result.exercises)

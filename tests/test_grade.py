@@ -237,3 +237,17 @@ def test_real_course_notebook_solution_full_marks_student_zero(tmp_path):
     assert statuses(rows["solution"]) == dict.fromkeys(ids, "passed"), rows["solution"]
     assert statuses(rows["student"]) == dict.fromkeys(ids, "failed"), rows["student"]
     assert rows["student"]["other_errors"] == [], "cells after an exercise must not depend on the student's code"
+
+
+def test_a_skipped_demonstration_cell_is_not_an_error(tmp_path):
+    # a lesson may mark a slow demonstration # NBVAL_SKIP (06 does); nbval reports it skipped, which
+    # says nothing about the student's answers
+    nb = tiny()
+    nb.cells.insert(3, nbformat.v4.new_code_cell("# NBVAL_SKIP\nraise RuntimeError('a slow demonstration')"))
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    write(nb, subs / "with_skip.ipynb")
+    report = G.grade([subs], SOLUTIONS, workers=1, timeout=TIMEOUT, quick=True)
+    (row,) = report["submissions"]
+    assert statuses(row) == dict.fromkeys(IDS, "passed"), row
+    assert row["other_errors"] == [], row["other_errors"]
