@@ -37,7 +37,6 @@ def _has_exercises(path: Path) -> bool:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_passes_nbval(path: Path) -> None:
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout", str(CELL_TIMEOUT),
-           "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
            "-p", "no:cacheprovider", "-p", "no:xdist", "-q", str(path)]
     result = subprocess.run(cmd, cwd=NOTEBOOK_DIR, env=_env(), capture_output=True, text=True)
     assert result.returncode == 0, f"nbval failed on {path.name}:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
