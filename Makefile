@@ -1,8 +1,7 @@
 # Two commands for a fresh machine:
 #   make lab    set up (once) and open the course in JupyterLab
-#   make test   set up (once) and run every test: the quick-mode suite, then every notebook in full mode
-#               and a second pass over them in the same folder (what CI runs)
-# While working: make test-quick (the quick-mode suite) or make test-full (the notebook passes).
+#   make test   set up (once) and run the whole test suite in quick mode (what CI runs)
+# Also: make test-full, every notebook in full mode and a second pass in the same folder.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +11,7 @@ KERNEL := normalization-course
 # two workers: the notebook runs are independent processes
 PYTEST_ARGS ?= -n 2
 
-.PHONY: lab test test-quick test-full install kernel release clean-data git-filter
+.PHONY: lab test test-full install kernel release clean-data git-filter
 
 # JupyterLab refuses to start as root (containers, rented GPU machines) unless told to.
 IS_ROOT ?= $(shell [ "$$(id -u)" = 0 ] && echo yes)
@@ -53,9 +52,7 @@ lab: kernel
 	@if [ -n "$(IS_ROOT)" ]; then echo "Running as root: starting JupyterLab with --allow-root."; fi
 	$(VENV)/bin/jupyter lab $(if $(IS_ROOT),--allow-root) $(LAB_ARGS) notebooks/
 
-test: test-quick test-full
-
-test-quick: $(STAMP)
+test: $(STAMP)
 	COURSE_QUICK=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # Full mode, what students run: every notebook top to bottom under nbval, then every notebook again
