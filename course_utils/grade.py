@@ -195,7 +195,8 @@ def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None)
     workdir = path.parent
     xml = workdir / "junit.xml"
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "course_utils.nbval_plugin",
+           "--nbval-lax", "--nbval-current-env",
            f"--nbval-cell-timeout={timeout:g}", f"--junitxml={xml}", "-c", str(workdir / "pytest.ini"),
            "--rootdir", str(workdir), str(path)]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

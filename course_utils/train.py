@@ -222,7 +222,8 @@ def fit(
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, desc="training", leave=False)
+        # redrawn at most once a second: a bar that redraws every step floods logs and nbval's output channel
+        bar = tqdm(total=total_steps, desc="training", leave=False, mininterval=1.0)
     step = len(history.steps)
     try:
         for epoch in range(epochs):
@@ -249,7 +250,7 @@ def fit(
                     on_step(row)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}")
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
             seconds = time.perf_counter() - start
             erow = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                     "seconds": seconds, "images_per_s": seen / seconds}
