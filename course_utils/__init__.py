@@ -40,6 +40,8 @@ from .layers import (
     fold_bn_into_conv, global_response_norm, group_norm, instance_norm2d, layer_norm, local_response_norm,
 )
 from .layers.figures import plot_norm_axes
+# norm layers inside a network (issue 13)
+from .norm_swap import NORM_KINDS, SwapReport, norm_layer, swap_norm
 # transfer + lab (issue 5)
 from .train import append_result, read_results, train_step
 from .transfer import (
