@@ -46,7 +46,7 @@ from .norm_swap import NORM_KINDS, SwapReport, norm_layer, swap_norm
 from .train import append_result, read_results, train_step
 from .transfer import (
     BN_MODE_HELP, BN_MODES, FREEZE_STRATEGIES, INPUT_LAYERS, InputLayerNorm, add_input_layer, bn_layers, bn_state,
-    freeze, make_input_layer, recompute_bn_stats, set_bn_mode, trainable_names, weight_distance,
+    freeze, make_input_layer, norm_layers, recompute_bn_stats, set_bn_mode, trainable_names, weight_distance,
 )
 from .widgets import (
     FineTuningLab, LabConfig, LabResult, lab_panel, plot_runs, plot_weight_histograms, run_lab,

@@ -43,6 +43,15 @@ def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNo
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every normalization layer of ``model`` (BN, GN, LN, IN, torch.nn's or the course's own), in order."""
+    from . import layers
+
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+             layers.BatchNorm2d, layers.GroupNorm, layers.LayerNorm, layers.InstanceNorm2d)
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
 def bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the BN buffers in ``model.state_dict()``: running_mean, running_var, num_batches_tracked."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()
@@ -159,8 +168,9 @@ def freeze(model: nn.Module, strategy: str, *, head: str | None = None) -> nn.Mo
     """Choose which parameters train (``requires_grad``); returns ``model``.
 
     - ``"head"``: only the head (``model.fc`` for a ResNet) trains;
-    - ``"head+bn"``: the head and every BN layer's gamma/beta train, the rest is
-      frozen (fastai's default: ``train_bn=True``);
+    - ``"head+bn"``: the head and every norm layer's gamma/beta train, the rest is
+      frozen (fastai's default: ``train_bn=True``); "norm layer" because after
+      :func:`~course_utils.swap_norm` the network's BN layers may be GN or LN;
     - ``"none"``: everything trains (full fine-tuning).
 
     Freezing touches parameters only. A frozen BN layer in train mode still
@@ -174,8 +184,8 @@ def freeze(model: nn.Module, strategy: str, *, head: str | None = None) -> nn.Mo
     for p in head_module.parameters():
         p.requires_grad_(True)
     if strategy == "head+bn":
-        for _, bn in bn_layers(model):
-            for p in bn.parameters(recurse=False):
+        for _, norm in norm_layers(model):
+            for p in norm.parameters(recurse=False):
                 p.requires_grad_(True)
     return model
 

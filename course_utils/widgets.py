@@ -26,6 +26,7 @@ from .models import load_pretrained_resnet18, replace_head
 from .normalization import channel_stats, per_image_zscore
 from .plotting import PALETTE
 from .train import History, append_result, evaluate, fit, read_results
+from .norm_swap import NORM_KINDS, swap_norm
 from .transfer import (BN_MODES, INPUT_LAYERS, RENAMED_INPUT_LAYERS, add_input_layer, freeze, recompute_bn_stats,
                        weight_distance)
 
@@ -35,7 +36,7 @@ FREEZING = ("head", "head+bn", "full", "head_then_full")
 PRETRAINED = ("course", "auto", "imagenet")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 CHOICES = {"dataset": DATASETS, "normalization": NORMALIZATIONS, "input_layer": INPUT_LAYERS,
-           "bn_mode": BN_MODES, "freezing": FREEZING, "pretrained": PRETRAINED, "optimizer": OPTIMIZERS}
+           "norm_layer": NORM_KINDS, "bn_mode": BN_MODES, "freezing": FREEZING, "pretrained": PRETRAINED, "optimizer": OPTIMIZERS}
 HELP = {
     "dataset": {"target": "Fashion-MNIST shoes and bags as negatives (the shifted domain)",
                 "source": "the five clothing classes the course model was pretrained on",
@@ -50,7 +51,14 @@ HELP = {
                     "layernorm": "per image over (C, H, W), one gamma/beta per channel (GroupNorm(1, 3))",
                     "instancenorm": "per image and channel over the pixels (GroupNorm(3, 3), one channel per "
                                     "group)"},
-    "freezing": {"head": "only the new head trains", "head+bn": "the head and BN gamma/beta train (fastai)",
+    "norm_layer": {"batchnorm": "ResNet-18's own BatchNorm2d layers, as pretrained",
+                   "frozen": "FrozenBatchNorm2d: pretrained statistics and gamma/beta, fixed",
+                   "groupnorm": "GroupNorm(32, C): gamma/beta carried, statistics per sample",
+                   "layernorm": "GroupNorm(1, C): layer norm over (C, H, W) per sample",
+                   "instancenorm": "GroupNorm(C, C), and layer norm where a map is 1x1",
+                   "none": "no norm layer at all (Identity)"},
+    "freezing": {"head": "only the new head trains", "head+bn": "the head and the norm layers' gamma/beta train "
+                 "(fastai)",
                  "full": "everything trains", "head_then_full": "one epoch head only, then everything"},
 }
 DEFAULT_LOG = "results_lab.csv"
@@ -67,6 +75,7 @@ class LabConfig:
     dataset: str = "target"
     normalization: str = "contract"
     input_layer: str = "none"
+    norm_layer: str = "batchnorm"
     bn_mode: str = "train"
     freezing: str = "full"
     lr: float = 1e-3
@@ -100,6 +109,10 @@ class LabConfig:
         if self.batch_size > self.n_train:
             raise ValueError(f"LabConfig.batch_size={self.batch_size} is larger than the training data "
                              f"(n_train={self.n_train}); use a smaller batch or more images")
+        if self.norm_layer != "batchnorm" and self.bn_mode != "train":
+            raise ValueError(f"LabConfig.bn_mode={self.bn_mode!r} acts on BatchNorm2d layers, and "
+                             f"norm_layer={self.norm_layer!r} replaces them; use bn_mode='train' with it "
+                             "('frozen' is FrozenBatchNorm2d, whose statistics are fixed already)")
         if self.freezing == "head_then_full" and self.epochs < 2:
             raise ValueError("freezing='head_then_full' trains the head for one epoch and then everything: "
                              f"it needs epochs >= 2, got {self.epochs}")
@@ -109,8 +122,8 @@ class LabConfig:
         """A short readable name for charts."""
         if self.name:
             return self.name
-        return (f"{self.dataset}/{self.normalization}/in={self.input_layer}/bn={self.bn_mode}/"
-                f"{self.freezing}/lr={self.lr:g}")
+        norm = f"bn={self.bn_mode}" if self.norm_layer == "batchnorm" else f"norm={self.norm_layer}"
+        return f"{self.dataset}/{self.normalization}/in={self.input_layer}/{norm}/{self.freezing}/lr={self.lr:g}"
 
 
 @dataclass
@@ -181,6 +194,9 @@ def run_lab(config: LabConfig, *, on_step: Callable[[dict], None] | None = None,
                          f"{config.dataset!r} has; use a smaller batch")
     model, contract = load_pretrained_resnet18(config.pretrained, verbose=False, progress=False)
     replace_head(model, len(train.classes), seed=config.seed)
+    if config.norm_layer != "batchnorm":  # before the input layer, which may be a BatchNorm2d of its own
+        probe = torch.zeros(2, 3, *train.images.shape[-2:])  # shapes only: which layers see 1x1 maps
+        swap_norm(model, config.norm_layer, probe=probe, verbose=False)
     add_input_layer(model, config.input_layer)
     model.to(device)
     start_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -191,7 +207,8 @@ def run_lab(config: LabConfig, *, on_step: Callable[[dict], None] | None = None,
     val_loader = val.loader(min(500, len(val)), **loader_kw)
     before = evaluate(model, val_loader)
 
-    bn_mode = config.bn_mode
+    # a BN mode acts on BatchNorm2d layers; validate() allows only "train" when they were swapped out
+    bn_mode = config.bn_mode if config.norm_layer == "batchnorm" else None
     if bn_mode == "recomputed":  # AdaBN: the target's statistics, then kept fixed
         recompute_bn_stats(model, train.loader(min(256, len(train)), **loader_kw))
         bn_mode = "frozen_stats"
@@ -354,6 +371,7 @@ class FineTuningLab:
             "dataset": dropdown("dataset", "dataset"),
             "normalization": dropdown("normalization", "input norm"),
             "input_layer": dropdown("input_layer", "input layer"),
+            "norm_layer": dropdown("norm_layer", "norm layers"),
             "bn_mode": dropdown("bn_mode", "BN mode"),
             "freezing": dropdown("freezing", "freezing"),
             "pretrained": dropdown("pretrained", "pretrained"),
@@ -380,7 +398,8 @@ class FineTuningLab:
         self.run_button.on_click(lambda _: self.run())
         self.compare_button.on_click(lambda _: self.compare())
         self.hist_button.on_click(lambda _: self.show_histograms())
-        left = W.VBox([self.controls[k] for k in ("dataset", "normalization", "input_layer", "bn_mode", "freezing")])
+        left = W.VBox([self.controls[k] for k in ("dataset", "normalization", "input_layer", "norm_layer", "bn_mode",
+                                                  "freezing")])
         right = W.VBox([self.controls[k] for k in ("pretrained", "lr", "epochs", "batch_size", "n_train")])
         self.widget = W.VBox([
             W.HTML(value="<b>Fine-tuning lab</b>: choose, press Run; every run is appended to "

@@ -23,6 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils.train import read_results
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,6 +183,21 @@ def test_fine_tuning_lab_runs_in_jupyterlab(request):
     page, saved = run_notebook_in_lab(browser, lab, found[0].name)
     try:
         assert_ran_cleanly(page, saved, found[0].name, widgets=True)
+        # the panel with the mouse: a norm layer other than the default, then Run; the log gets that run
+        log = lab[2] / "notebooks" / "results_lab.csv"
+        rows_before = len(read_results(log))
+        # the outermost widget holding the panel's title: the whole panel
+        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets:has-text('Fine-tuning lab')").first
+        panel.locator(".widget-dropdown:has(label:has-text('norm layers')) select").select_option("groupnorm")
+        panel.locator("button.widget-button").filter(has_text=re.compile(r"^\s*Run\s*$")).click()  # not "Compare runs"
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while len(read_results(log)) == rows_before and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
+        rows = read_results(log)
+        page.screenshot(path=str(ARTIFACTS / "browser-lab-panel-run.png"), full_page=False)
+        assert len(rows) == rows_before + 1, "clicking Run in the panel added no row to the lab's log"
+        assert rows[-1]["norm_layer"] == "groupnorm", rows[-1]
+        assert "Not started" not in panel.inner_text()
     finally:
         page.close()
 

@@ -204,3 +204,11 @@ def test_new_layers_take_the_dtype_and_mode_of_the_layers_they_replace():
     new = model.get_submodule("layer1.0.bn1")
     assert new.weight.dtype == torch.float64 and not new.training
     assert model(X.double()).dtype == torch.float64
+
+
+def test_head_plus_bn_freezing_trains_the_swapped_norm_layers_affine():
+    model = cu.swap_norm(pretrained_like_resnet18(), "groupnorm", verbose=False)
+    trainable = cu.trainable_names(cu.freeze(model, "head+bn"))
+    assert "layer1.0.bn1.weight" in trainable and "layer2.0.downsample.1.bias" in trainable
+    assert "layer1.0.conv1.weight" not in trainable and "fc.weight" in trainable
+    assert len(cu.norm_layers(model)) == 20 and not cu.bn_layers(model)

@@ -43,6 +43,8 @@ def test_panel_builds_with_every_option(tmp_path):
     ({"epochs": 0}, "epochs"),
     ({"batch_size": 64}, "larger than the training data"),
     ({"freezing": "head_then_full"}, "epochs >= 2"),
+    ({"norm_layer": "gn"}, "norm_layer='gn' is not an option"),
+    ({"norm_layer": "groupnorm", "bn_mode": "frozen_stats"}, "replaces them"),
 ])
 def test_invalid_config_errors_before_training(change, match, tmp_path):
     config = dataclasses.replace(cu.LabConfig(log_path=str(tmp_path / "r.csv"), **TINY), **change)
@@ -107,3 +109,18 @@ def test_panel_rejects_a_keep_runs_that_keeps_nothing(keep_runs, tmp_path):
 def test_help_describes_exactly_the_options_there_are():
     for key, texts in lab.HELP.items():
         assert set(texts) == set(lab.CHOICES[key]), key
+
+
+def test_run_lab_with_another_norm_layer_trains_it_and_logs_the_choice(tmp_path):
+    path = tmp_path / "results_lab.csv"
+    config = cu.LabConfig(log_path=str(path), norm_layer="groupnorm", freezing="head+bn", **TINY)
+    assert "norm=groupnorm" in config.label()
+    result = cu.run_lab(config)
+    row = cu.read_results(path)[0]
+    assert row["norm_layer"] == "groupnorm" and row["run_id"] == result.row["run_id"]
+    start, end = result.start_state, result.state
+    assert "layer1.0.bn1.weight" in end and "layer1.0.bn1.running_mean" not in end  # GroupNorm: no statistics
+    assert not torch.equal(start["layer1.0.bn1.weight"], end["layer1.0.bn1.weight"]), "head+bn trains GN's gamma"
+    assert torch.equal(start["layer1.0.conv1.weight"], end["layer1.0.conv1.weight"]), "head+bn freezes the convs"
+    panel = cu.lab_panel(path)
+    assert "groupnorm" in panel.controls["norm_layer"].options and panel.config().norm_layer == "batchnorm"
