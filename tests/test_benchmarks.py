@@ -30,7 +30,8 @@ def run_benchmark(name: str, *args: str) -> tuple[dict, str]:
 
 
 def test_layers_speed_reports_a_ratio_for_every_layer():
-    result, text = run_benchmark("layers_speed.py", "--repeats", "1", "--threads", "1", "--shape", "2", "32", "6", "6")
+    result, text = run_benchmark("layers_speed.py", "--repeats", "1", "--threads", "1", "--shape", "2", "32", "6", "6",
+                                 "--net-batch", "2", "--net-size", "32")
     assert result["shape"] == [2, 32, 6, 6] and result["repeats"] == 1
     names = [row["layer"] for row in result["results"]]
     assert len(names) == 8 and any("GRN" in n for n in names) and any("BatchNorm2d" in n for n in names)
@@ -38,6 +39,11 @@ def test_layers_speed_reports_a_ratio_for_every_layer():
         ours, ref = row["forward_ms"]
         assert ours > 0 and ref > 0 and row["forward_ratio"] > 0 and row["forward_backward_ratio"] > 0
         assert row["layer"] in text  # the printed table has the row too
+    network = result["network"]
+    assert network["batch"] == 2 and len(network["results"]) == 9
+    assert network["results"][0]["norm"] == "BatchNorm2d" and network["results"][0]["ratio_to_bn"] == 1.0
+    assert all(row["images_per_s"] > 0 and row["norm"] in text for row in network["results"])
+    assert any(row["norm"].startswith("by hand") for row in network["results"])
 
 
 def test_layers_speed_rejects_a_shape_groupnorm_cannot_take():

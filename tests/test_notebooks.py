@@ -28,6 +28,18 @@ def _env() -> dict[str, str]:
     return dict(os.environ, COURSE_QUICK="1", PYTHONHASHSEED="0", MPLBACKEND="agg")
 
 
+def _execute_in_quick_mode(nb) -> None:
+    """Run ``nb`` in place, in notebooks/, in quick mode; errors stay in the outputs (``allow_errors``)."""
+    old_env = dict(os.environ)
+    os.environ.update(_env())
+    try:
+        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+
+
 def _has_exercises(path: Path) -> bool:
     nb = nbformat.read(path, as_version=4)
     return any(c.cell_type == "code" and c.source.startswith("# EXERCISE ") for c in nb.cells)
@@ -51,14 +63,7 @@ def test_student_version_fails_exactly_at_its_checks(path: Path, tmp_path: Path)
     student = release_notebook(nbformat.read(path, as_version=4))
     checks = {i for i, c in enumerate(student.cells) if c.cell_type == "code" and c.source.startswith("# CHECK ")}
     assert checks, f"{path.name} has exercises but no check cells"
-    old_env = dict(os.environ)
-    os.environ.update(_env())
-    try:
-        NotebookClient(student, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
+    _execute_in_quick_mode(student)
     errors = {}
     for i, cell in enumerate(student.cells):
         for out in cell.get("outputs", []):
@@ -88,14 +93,7 @@ def test_notebook_runs_twice_in_one_kernel(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     nb.cells = [nbformat.from_dict(c) for c in code] + [nbformat.from_dict(c) for c in code]
-    old_env = dict(os.environ)
-    os.environ.update(_env())
-    try:
-        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
+    _execute_in_quick_mode(nb)
     errors = [(i, f"{out.ename}: {out.evalue}"[:300]) for i, cell in enumerate(nb.cells)
               for out in cell.get("outputs", []) if out.output_type == "error"]
     assert not errors, "\n".join(
