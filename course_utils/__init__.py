@@ -42,13 +42,20 @@ from .layers import (
 from .layers.figures import plot_norm_axes
 # norm layers inside a network (issue 13)
 from .norm_swap import NORM_KINDS, SwapReport, norm_layer, swap_norm
-# transfer + lab (issue 5)
-from .train import append_result, read_results, train_step
+# transfer (issue 5)
+from .train import train_step
 from .transfer import (
     BN_MODE_HELP, BN_MODES, FREEZE_STRATEGIES, INPUT_LAYERS, InputLayerNorm, add_input_layer, bn_layers, bn_state,
     freeze, make_input_layer, norm_layers, recompute_bn_stats, set_bn_mode, trainable_names, weight_distance,
 )
-from .widgets import (
-    FineTuningLab, LabConfig, LabResult, lab_panel, plot_runs, plot_weight_histograms, run_lab,
+# the fine-tuning lab (issue 5), from code or a script without ipywidgets; its results log lives in train.py
+from .train import append_result, read_results
+from .lab import LabConfig, LabResult, plot_runs, plot_weight_histograms, run_lab
+# the lab's widget panel (ipywidgets is imported when a panel is built)
+from .widgets import FineTuningLab, lab_panel
+# fine-tuning batch size per norm layer (notebook 06, experiments/batch_size_grid.py)
+from .experiments import (
+    BATCH_SIZES, GRID_KINDS, grid_provenance, grid_summary, plot_batch_size_grid, read_grid_csv, run_batch_size_grid,
+    write_grid_csv,
 )
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ when one takes more than five seconds to arrive (``IPyNbCell.output_timeout``, n
 an option of nbval 0.11). On two cores shared by two kernels, a cell that
 streamed a progress bar can take longer to flush its last messages, and nbval
 then fails a cell that passed ("Timeout of 5 seconds exceeded waiting for
-output"; seen once on notebook 06 in CI). This plugin raises that wait only; the
+output"; seen once on the fine-tuning lab in CI). This plugin raises that wait only; the
 limit on a cell's own run time (``--nbval-cell-timeout``) is unchanged.
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ LESSON_LINK = re.compile(r"\]\((\d\d_[A-Za-z0-9_]+)\.ipynb(#[^)]*)?\)")
 
 
 def lesson_title(nb) -> tuple[str, str]:
-    """(title, subtitle) from a lesson's first cell: ``# 06 · The fine-tuning lab`` and the italic line."""
+    """(title, subtitle) from a lesson's first cell: ``# 07 · The fine-tuning lab`` and the italic line."""
     lines = [line.strip() for line in nb.cells[0].source.splitlines() if line.strip()] if nb.cells else []
     title = next((line.lstrip("# ") for line in lines if line.startswith("# ")), "")
     subtitle = next((line.strip("*") for line in lines if line.startswith("*") and line.endswith("*")), "")

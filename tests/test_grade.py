@@ -240,7 +240,7 @@ def test_real_course_notebook_solution_full_marks_student_zero(tmp_path):
 
 
 def test_a_skipped_demonstration_cell_is_not_an_error(tmp_path):
-    # a lesson may mark a slow demonstration # NBVAL_SKIP (06 does); nbval reports it skipped, which
+    # a lesson may mark a slow demonstration # NBVAL_SKIP (the lab does); nbval reports it skipped, which
     # says nothing about the student's answers
     nb = tiny()
     nb.cells.insert(3, nbformat.v4.new_code_cell("# NBVAL_SKIP\nraise RuntimeError('a slow demonstration')"))

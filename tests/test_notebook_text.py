@@ -18,9 +18,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 # calls that load a pretrained ResNet-18, directly or inside the fine-tuning lab
 PRETRAINED_CALLS = ("load_pretrained_resnet18(", "load_course_resnet18(", "load_imagenet_resnet18(", "run_lab(",
-                    "lab_panel(")
+                    "lab_panel(", "run_batch_size_grid(")
 # calls that train a network
-TRAINING_CALLS = ("cu.fit(", "cu.train_step(", "run_lab(", "pretrain_course_resnet18(")
+TRAINING_CALLS = ("cu.fit(", "cu.train_step(", "run_lab(", "pretrain_course_resnet18(", "run_batch_size_grid(")
 
 
 def _code(path: Path) -> str:

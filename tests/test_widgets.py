@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import course_utils as cu
-from course_utils import widgets as lab
+from course_utils import lab
 
 TINY = dict(n_train=32, n_val=32, batch_size=16, epochs=1)
 

@@ -1,0 +1,119 @@
+"""The check cells of notebook 06 catch the mistakes they are meant to catch, inside the network.
+
+As in tests/test_exercises_02_04.py, each test runs the notebook's own cells in a fresh namespace:
+the setup cell, the cell that loads the pretrained model, the cells of helpers and reference curves
+the checks use, an answer and the check cell. The reference solution must pass; the stub and each planted bug must fail
+with a message that names the mistake.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils.checks import CheckFailed
+from course_utils.release import release_notebook
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_norm_in_the_network.ipynb"
+
+
+def _code(*, starts: str | None = None, contains: str | None = None, student: bool = False) -> str:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    if student:
+        nb = release_notebook(nb)
+    found = [c.source for c in nb.cells if c.cell_type == "code"
+             and (starts is None or c.source.startswith(starts)) and (contains is None or contains in c.source)]
+    assert len(found) == 1, f"expected one code cell matching {starts or contains!r}, found {len(found)}"
+    return found[0]
+
+
+SETUP = _code(contains="import course_utils as cu")
+MODEL = _code(contains="cu.load_pretrained_resnet18()")
+HELPERS = _code(contains="def loss_curve(")
+GN_CURVES = _code(starts="gn_curves = {")
+BN_EXERCISE = _code(starts="# EXERCISE ex06-bn-network")
+BN_CHECK = _code(starts="# CHECK ex06-bn-network")
+GN_EXERCISE = _code(starts="# EXERCISE ex06-gn-network")
+GN_CHECK = _code(starts="# CHECK ex06-gn-network")
+
+# planted bugs: each is the solution with one typical mistake
+BN_UPDATES_IN_EVAL = BN_EXERCISE.replace("        if self.training:\n            self.num_batches_tracked += 1",
+                                         "        self.num_batches_tracked += 1\n        if True:")
+BN_UPDATES_IN_EVAL = BN_UPDATES_IN_EVAL.replace("        else:\n            mean, var = self.running_mean, self.running_var\n",
+                                                "")
+BN_UNBIASED = BN_EXERCISE.replace("var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
+                                  "var = x.var(dim=(0, 2, 3))")
+GN_PER_CHANNEL = GN_EXERCISE.replace("groups = x.reshape(x.shape[0], self.num_groups, -1)",
+                                     "groups = x.reshape(x.shape[0], x.shape[1], -1)")
+GN_UNBIASED = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keepdim=True)",
+                                  "var = groups.var(dim=2, keepdim=True)")
+GN_ONE_PASS = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keepdim=True)",
+                                  "var = groups.pow(2).mean(dim=2, keepdim=True) - mean.pow(2)")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> dict:
+    """The namespace after the setup and model cells, in quick mode (shared: the cells do not change it)."""
+    import os
+    old = dict(os.environ)
+    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
+    try:
+        namespace: dict = {}
+        for source in (SETUP, MODEL):
+            exec(compile(source, "<notebook cell>", "exec"), namespace)
+        return namespace
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def _run(base: dict, *sources: str) -> dict:
+    namespace = dict(base)
+    for source in sources:
+        exec(compile(source, "<notebook cell>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("planted", [BN_UPDATES_IN_EVAL, BN_UNBIASED, GN_PER_CHANNEL, GN_UNBIASED, GN_ONE_PASS])
+def test_each_planted_bug_changes_the_solution(planted):
+    assert planted not in (BN_EXERCISE, GN_EXERCISE)
+
+
+def test_bn_check_passes_the_solution(base, capsys):
+    _run(base, HELPERS, BN_EXERCISE, BN_CHECK)
+    assert "ex06-bn-network: all checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (BN_UPDATES_IN_EVAL, "changed in eval mode"),
+    (BN_UNBIASED, "BIASED"),
+])
+def test_bn_check_names_the_planted_bug(base, answer, expected):
+    with pytest.raises(CheckFailed, match=expected):
+        _run(base, HELPERS, answer, BN_CHECK)
+
+
+def test_bn_check_fails_on_the_student_version(base):
+    with pytest.raises(NotImplementedError):
+        _run(base, HELPERS, _code(starts="# EXERCISE ex06-bn-network", student=True), BN_CHECK)
+
+
+def test_gn_check_passes_the_solution(base, capsys):
+    _run(base, HELPERS, GN_CURVES, GN_EXERCISE, GN_CHECK)
+    assert "ex06-gn-network: all checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (GN_PER_CHANNEL, r"reshape to \(N, G, -1\)"),
+    (GN_UNBIASED, "BIASED"),
+    (GN_ONE_PASS, r"E\[x\*\*2\] - E\[x\]\*\*2"),
+])
+def test_gn_check_names_the_planted_bug(base, answer, expected):
+    with pytest.raises(CheckFailed, match=expected):
+        _run(base, HELPERS, GN_CURVES, answer, GN_CHECK)
+
+
+def test_gn_check_fails_on_the_student_version(base):
+    with pytest.raises(NotImplementedError):
+        _run(base, HELPERS, GN_CURVES, _code(starts="# EXERCISE ex06-gn-network", student=True), GN_CHECK)
