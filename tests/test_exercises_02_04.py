@@ -9,33 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from course_utils.checks import CheckFailed
-from course_utils.release import release_notebook
+from notebook_cells import code_cell as _code, run_cells as _run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 BN = NOTEBOOKS / "02_batch_norm.ipynb"
 RESPONSE = NOTEBOOKS / "04_response_norms.ipynb"
-
-
-def _code(path: Path, *, starts: str | None = None, contains: str | None = None, student: bool = False) -> str:
-    """Source of the one code cell that starts with ``starts`` or contains ``contains``."""
-    nb = nbformat.read(path, as_version=4)
-    if student:
-        nb = release_notebook(nb)
-    found = [c.source for c in nb.cells if c.cell_type == "code"
-             and (starts is None or c.source.startswith(starts)) and (contains is None or contains in c.source)]
-    assert len(found) == 1, f"{path.name}: expected one code cell matching {starts or contains!r}, found {len(found)}"
-    return found[0]
-
-
-def _run(*sources: str, namespace: dict | None = None) -> dict:
-    namespace = {} if namespace is None else namespace
-    for source in sources:
-        exec(compile(source, "<notebook cell>", "exec"), namespace)
-    return namespace
 
 
 # ---------------------------------------------------------------- 04: GRN and dead channels

@@ -7,25 +7,19 @@ with a message that names the mistake.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from course_utils.checks import CheckFailed
-from course_utils.release import release_notebook
+from notebook_cells import code_cell, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_norm_in_the_network.ipynb"
 
 
-def _code(*, starts: str | None = None, contains: str | None = None, student: bool = False) -> str:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    if student:
-        nb = release_notebook(nb)
-    found = [c.source for c in nb.cells if c.cell_type == "code"
-             and (starts is None or c.source.startswith(starts)) and (contains is None or contains in c.source)]
-    assert len(found) == 1, f"expected one code cell matching {starts or contains!r}, found {len(found)}"
-    return found[0]
+def _code(**where) -> str:
+    return code_cell(NOTEBOOK, **where)
 
 
 SETUP = _code(contains="import course_utils as cu")
@@ -53,26 +47,19 @@ GN_ONE_PASS = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keep
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> dict:
+def base() -> dict:
     """The namespace after the setup and model cells, in quick mode (shared: the cells do not change it)."""
-    import os
     old = dict(os.environ)
     os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
     try:
-        namespace: dict = {}
-        for source in (SETUP, MODEL):
-            exec(compile(source, "<notebook cell>", "exec"), namespace)
-        return namespace
+        return run_cells(SETUP, MODEL)
     finally:
         os.environ.clear()
         os.environ.update(old)
 
 
 def _run(base: dict, *sources: str) -> dict:
-    namespace = dict(base)
-    for source in sources:
-        exec(compile(source, "<notebook cell>", "exec"), namespace)
-    return namespace
+    return run_cells(*sources, namespace=dict(base))
 
 
 @pytest.mark.parametrize("planted", [BN_UPDATES_IN_EVAL, BN_UNBIASED, GN_PER_CHANNEL, GN_UNBIASED, GN_ONE_PASS])
