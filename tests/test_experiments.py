@@ -112,3 +112,25 @@ def test_the_script_refuses_a_batch_of_one():
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "batch_size_grid.py"), "--sizes", "1", "2"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "at least 2" in done.stderr
+
+
+def test_the_notebook_plots_a_complete_grid_beside_the_live_one(tmp_path, capsys):
+    """Notebook 06's plot cell, run on a written CSV: two panels, the second titled from the file's provenance."""
+    from notebook_cells import code_cell, run_cells
+
+    source = code_cell(ROOT / "notebooks" / "06_norm_in_the_network.ipynb", starts="complete, info = cu.read_grid_csv(")
+    live = [_row(kind, bs, 0, 0.5) for kind in cu.GRID_KINDS for bs in (2, 32)]
+    complete = [_row(kind, bs, s, 0.6) for kind in cu.GRID_KINDS for bs in cu.BATCH_SIZES for s in (0, 1)]
+    path = cu.write_grid_csv(tmp_path / "batch_size_grid.csv", complete,
+                             cu.grid_provenance("python experiments/batch_size_grid.py"))
+    namespace = {"cu": cu, "plt": plt, "GRID_CSV": path, "live": live, "GRID": {"steps": 5, "seeds": (0,)}}
+    run_cells(source.replace("plt.show()", ""), namespace=namespace)
+    axes = plt.gcf().axes
+    assert len(axes) == 2 and "5 steps, 2 seeds" in axes[1].get_title()
+    assert "complete grid: made" in capsys.readouterr().out
+    assert len(axes[1].get_legend_handles_labels()[1]) == len(cu.GRID_KINDS)
+    plt.close("all")
+    path.unlink()
+    run_cells(source.replace("plt.show()", ""), namespace=namespace)
+    assert len(plt.gcf().axes) == 1 and "experiments/batch_size_grid.py" in capsys.readouterr().out
+    plt.close("all")
