@@ -23,7 +23,7 @@ def _code(**where) -> str:
 
 
 SETUP = _code(contains="import course_utils as cu")
-MODEL = _code(contains="cu.load_pretrained_resnet18()")
+MODEL = _code(contains="cu.load_pretrained_resnet18(\"course\")")
 HELPERS = _code(contains="def loss_curve(")
 GN_CURVES = _code(starts="gn_curves = {")
 BN_EXERCISE = _code(starts="# EXERCISE ex06-bn-network")
