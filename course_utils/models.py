@@ -140,8 +140,8 @@ def pretrain_course_resnet18(*, quick: bool | None = None, device: torch.device 
 
     Quick mode: 12,000 images, one epoch (about a minute on two CPU cores).
     Full mode: all 30,000 source images, four epochs with flips; measured at
-    93.3% test accuracy on the five source classes (13 s on an H100; two CPU
-    cores train it at about 250 images/s, so roughly eight minutes there). Quick mode measured 88.9%.
+    93.3% test accuracy on the five source classes (13 s on an H100; 4.4 minutes
+    on two CPU cores in CI, up to eight on a busier machine). Quick mode measured 88.9%.
     """
     from .data import load_domain
     from .normalization import channel_stats
