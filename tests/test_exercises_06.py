@@ -25,6 +25,7 @@ def _code(**where) -> str:
 SETUP = _code(contains="import course_utils as cu")
 MODEL = _code(contains="cu.load_pretrained_resnet18(\"course\")")
 HELPERS = _code(contains="def loss_curve(")
+BN_CURVE = _code(starts="bn_curve = ")
 GN_CURVES = _code(starts="gn_curves = {")
 BN_EXERCISE = _code(starts="# EXERCISE ex06-bn-network")
 BN_CHECK = _code(starts="# CHECK ex06-bn-network")
@@ -68,7 +69,7 @@ def test_each_planted_bug_changes_the_solution(planted):
 
 
 def test_bn_check_passes_the_solution(base, capsys):
-    _run(base, HELPERS, BN_EXERCISE, BN_CHECK)
+    _run(base, HELPERS, BN_CURVE, BN_EXERCISE, BN_CHECK)
     assert "ex06-bn-network: all checks passed" in capsys.readouterr().out
 
 
@@ -78,12 +79,12 @@ def test_bn_check_passes_the_solution(base, capsys):
 ])
 def test_bn_check_names_the_planted_bug(base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, HELPERS, answer, BN_CHECK)
+        _run(base, HELPERS, BN_CURVE, answer, BN_CHECK)
 
 
 def test_bn_check_fails_on_the_student_version(base):
     with pytest.raises(NotImplementedError):
-        _run(base, HELPERS, _code(starts="# EXERCISE ex06-bn-network", student=True), BN_CHECK)
+        _run(base, HELPERS, BN_CURVE, _code(starts="# EXERCISE ex06-bn-network", student=True), BN_CHECK)
 
 
 def test_gn_check_passes_the_solution(base, capsys):
