@@ -29,8 +29,14 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # Re-installs only when the package list or the pins change.
+# nbgrader (an instructors' tool, in the test extra for the round-trip test) would add its
+# assignment and grading panels to the students' JupyterLab; they are switched off in this venv.
+NBGRADER_SERVER_EXTS := formgrader validate_assignment assignment_list course_list
 $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	$(VENV)/bin/jupyter server extension disable --sys-prefix \
+		$(addprefix nbgrader.server_extensions.,$(NBGRADER_SERVER_EXTS)) >/dev/null 2>&1
 	@$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
 

@@ -9,7 +9,8 @@ from .config import (
 )
 # checks
 from .checks import (
-    CheckFailed, Difference, check_all, check_close, check_raises, compare, difference, passed, relative_error,
+    CheckFailed, Difference, answer_or_reference, by_hand, check_all, check_close, check_prediction,
+    check_prediction_recorded, check_raises, compare, difference, passed, relative_error, reveal_prediction,
 )
 # data
 from .data import (

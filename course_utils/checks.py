@@ -128,6 +128,201 @@ def check_raises(fn: Callable, exc: type[BaseException], *, name: str, match: st
     raise CheckFailed(f"{name}: expected {exc.__name__} to be raised, but nothing was raised.")
 
 
-def passed(exercise: str) -> None:
-    """Print the line every check cell ends with when all is well."""
-    print(f"\u2714 {exercise}: all checks passed")
+# (exercise id, part) of every check that passed in this kernel; the cells after an exercise
+# ask :func:`answer_or_reference` whether to use the student's answer.
+PASSED: set[tuple[str, str | None]] = set()
+
+
+def passed(exercise: str, part: str | None = None) -> None:
+    """Record that a check cell passed and print the line every check cell ends with.
+
+    The main check of an exercise calls ``passed(id)``; a check of one more part of it
+    (its own cell, its own points) calls ``passed(id, part)``.
+    """
+    PASSED.add((exercise, part))
+    print(f"\u2714 {exercise}{f' ({part})' if part else ''}: all checks passed")
+
+
+def answer_or_reference(exercise: str, answer, reference):
+    """The student's ``answer`` if the exercise's main check passed in this kernel, else ``reference``.
+
+    Cells after an exercise build on its answer (the student's BN goes into a network); with
+    a wrong or missing answer they would fail too and cost points that are not theirs to
+    lose. They use the course's reference instead, and say so.
+    """
+    if (exercise, None) in PASSED:
+        return answer
+    name = getattr(reference, "__qualname__", None) or type(reference).__name__
+    print(f"Note: {exercise} has not passed its check, so the cells below use the course's "
+          f"reference ({name}) instead of your answer. Fix the exercise and re-run its check to use yours.")
+    return reference
+
+
+# ----------------------------------------------------------------------------- predictions
+
+def _prediction_problem(value, options: Sequence | None, what: str) -> str | None:
+    """Why ``value`` is not a usable prediction (None when it is)."""
+    if value is None:
+        expect = f"one of {', '.join(map(repr, options))}" if options else "a number"
+        return f"{what}: no prediction recorded yet. Set it to {expect} before running the experiment."
+    if options is not None:
+        if value not in options:
+            return f"{what}: {value!r} is not one of the options {', '.join(map(repr, options))}."
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{what}: expected a number, got {type(value).__name__} {value!r}."
+    return None
+
+
+def check_prediction_recorded(value, *, options: Sequence | None = None, name: str = "prediction") -> None:
+    """Raise :class:`CheckFailed` unless a prediction is recorded: one of ``options``, or a number.
+
+    The visible check after a predict-first cell: it does not grade, it makes sure the
+    prediction comes before the experiment. Any valid prediction lets the notebook go on.
+    """
+    problem = _prediction_problem(value, options, name)
+    if problem:
+        raise CheckFailed(problem)
+    print(f"Prediction recorded: {name} = {value!r}. The experiment below will tell.")
+
+
+def check_prediction(value, answer, *, options: Sequence | None = None, rel_tol: float | None = None,
+                     name: str = "prediction") -> None:
+    """Grade a predict-first answer: ``value`` must equal ``answer`` (an option), or be within ``rel_tol`` of it.
+
+    Instructor-side (a hidden check), so the answer does not show before the experiment.
+    """
+    problem = _prediction_problem(value, options, name)
+    if problem:
+        raise CheckFailed(problem)
+    if options is not None:
+        if value != answer:
+            raise CheckFailed(f"{name}: you predicted {value!r}; the experiment shows {answer!r}.")
+    else:
+        tol = 0.0 if rel_tol is None else rel_tol
+        if abs(value - answer) > tol * abs(answer):
+            raise CheckFailed(f"{name}: you predicted {value:g}; the experiment gives about {answer:g} "
+                              f"(accepted within {tol:.0%}).")
+
+
+def reveal_prediction(value, outcome, *, name: str = "prediction") -> bool:
+    """After the experiment: print what was predicted beside what happened; True when they agree."""
+    if value is None:
+        print(f"{name}: no prediction was recorded; the experiment shows {outcome!r}.")
+        return False
+    right = value == outcome
+    print(f"{name}: you predicted {value!r}; the experiment shows {outcome!r}. "
+          + ("Right." if right else "Not this time: the cells above say why."))
+    return right
+
+
+# ----------------------------------------------------------------------------- by hand, not delegated
+
+# What a by-hand exercise might call instead of doing the work: for each key, the functions
+# (module, name) and the layer classes ("module:Class", whose forward is refused) of torch, timm
+# and the course's own reference implementations.
+LIBRARY_NORMS: dict[str, list[tuple[str, str]]] = {
+    "batch_norm": [("torch.nn.functional", "batch_norm"), ("torch", "batch_norm"),
+                   ("torch", "native_batch_norm"), ("torch", "_batch_norm_impl_index"),
+                   ("course_utils", "batch_norm2d")],
+    "layer_norm": [("torch.nn.functional", "layer_norm"), ("torch", "layer_norm"), ("torch", "native_layer_norm"),
+                   ("course_utils", "layer_norm")],
+    "group_norm": [("torch.nn.functional", "group_norm"), ("torch", "group_norm"), ("torch", "native_group_norm"),
+                   ("course_utils", "group_norm")],
+    "instance_norm": [("torch.nn.functional", "instance_norm"), ("torch", "instance_norm"),
+                      ("course_utils", "instance_norm2d")],
+    "local_response_norm": [("torch.nn.functional", "local_response_norm"), ("course_utils", "local_response_norm")],
+    "global_response_norm": [("course_utils", "global_response_norm")],
+    "rms_norm": [("torch.nn.functional", "rms_norm"), ("torch", "rms_norm")],
+    "normalize": [("torch.nn.functional", "normalize")],
+}
+LIBRARY_LAYERS: dict[str, list[str]] = {
+    "batch_norm": ["torch.nn:BatchNorm1d", "torch.nn:BatchNorm2d", "torch.nn:BatchNorm3d", "torch.nn:SyncBatchNorm",
+                   "course_utils:BatchNorm2d", "timm.layers:BatchNormAct2d"],
+    "layer_norm": ["torch.nn:LayerNorm", "timm.layers:LayerNorm", "timm.layers:LayerNorm2d", "course_utils:LayerNorm"],
+    "group_norm": ["torch.nn:GroupNorm", "timm.layers:GroupNorm", "timm.layers:GroupNorm1", "course_utils:GroupNorm"],
+    "instance_norm": ["torch.nn:InstanceNorm1d", "torch.nn:InstanceNorm2d", "torch.nn:InstanceNorm3d",
+                      "course_utils:InstanceNorm2d"],
+    "local_response_norm": ["torch.nn:LocalResponseNorm", "course_utils:LocalResponseNorm"],
+    "global_response_norm": ["timm.layers.grn:GlobalResponseNorm", "course_utils:GlobalResponseNorm"],
+    "rms_norm": ["torch.nn:RMSNorm", "timm.layers:RmsNorm"],
+    "normalize": [],
+}
+
+
+def _layer_class(spec: str) -> type | None:
+    import importlib
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:  # timm missing: torch's and the course's classes still apply
+        return None
+
+
+def _library_classes() -> tuple[type, ...]:
+    """Every library and course norm layer class (a by-hand answer may subclass none of them)."""
+    found = [_layer_class(spec) for specs in LIBRARY_LAYERS.values() for spec in specs]
+    return tuple(dict.fromkeys(c for c in found if c is not None))
+
+
+_INHERITED = object()
+
+
+class by_hand:
+    """Context manager: fail the check if the student's code delegates to the library layer it rebuilds.
+
+    ``with cu.by_hand("ex02-bn-forward", "batch_norm", answer=MyBatchNorm2d): out = layer(x)``
+
+    While it is open, the library functions named (keys of :data:`LIBRARY_NORMS`: torch's,
+    and the course's own references) and the ``forward`` of the matching layer classes
+    (:data:`LIBRARY_LAYERS`: torch's, timm's, the course's) raise :class:`CheckFailed` when
+    called; ``answer`` (a class, an instance or a function) must not be or subclass any
+    library or course norm layer. Compute the reference before entering it.
+    """
+
+    def __init__(self, exercise: str, *functions: str, answer=None):
+        unknown = [f for f in functions if f not in LIBRARY_NORMS]
+        if unknown:
+            raise ValueError(f"unknown library function(s) {unknown}; choose from {sorted(LIBRARY_NORMS)}")
+        self.exercise, self.functions, self.answer = exercise, functions, answer
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _refuse(self, qualified: str):
+        exercise = self.exercise
+
+        def refused(*args, **kwargs):
+            raise CheckFailed(f"{exercise}: your answer calls {qualified}, the library code this exercise asks "
+                              "you to write yourself. Compute it from tensor operations (mean, var, sqrt, ...).")
+        return refused
+
+    def __enter__(self):
+        import importlib
+        answer = self.answer
+        cls = answer if isinstance(answer, type) else type(answer) if answer is not None else None
+        if cls is not None:
+            library = [c for c in _library_classes() if issubclass(cls, c)]
+            if library:
+                raise CheckFailed(f"{self.exercise}: {cls.__name__} is a subclass of {library[0].__module__}."
+                                  f"{library[0].__name__}, the layer this exercise asks you to write; subclass "
+                                  "nn.Module and compute the normalization yourself.")
+        for key in self.functions:
+            for module_name, attr in LIBRARY_NORMS[key]:
+                module = importlib.import_module(module_name)
+                if hasattr(module, attr):
+                    self._saved.append((module, attr, getattr(module, attr)))
+                    setattr(module, attr, self._refuse(f"{module_name}.{attr}"))
+            for spec in LIBRARY_LAYERS[key]:
+                layer = _layer_class(spec)
+                if layer is not None and hasattr(layer, "forward"):
+                    # _INHERITED: the class had no forward of its own; restoring deletes ours
+                    self._saved.append((layer, "forward", vars(layer).get("forward", _INHERITED)))
+                    layer.forward = self._refuse(f"{layer.__module__}.{layer.__name__}")
+        return self
+
+    def __exit__(self, *exc):
+        for owner, attr, original in reversed(self._saved):
+            if original is _INHERITED:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
+        self._saved.clear()
+        return False

@@ -1,6 +1,7 @@
 """Grade student notebooks with nbval.
 
     python -m course_utils.grade submissions/ [--solutions notebooks/] [--json report.json]
+                                 [--csv gradebook.csv] [--feedback feedback/]
                                  [--workers N] [--timeout SECONDS] [--quick]
 
 For each submitted notebook the grader
@@ -9,25 +10,32 @@ For each submitted notebook the grader
    and brings it to the current nbformat with cell ids (Colab saves 4.0 without ids);
 2. finds the solution notebook it belongs to: the one in ``--solutions`` (default:
    the course's ``notebooks/``) sharing the most exercise and check ids with it;
-3. puts the instructor's check cells back: every cell whose first line is
-   ``# CHECK <id>`` is removed from the submission and the solution's check is
-   inserted right after the submission's ``# EXERCISE <id>`` cell. Editing a
-   check, deleting it or moving cells around therefore changes nothing; an
-   exercise whose cell is gone is "missing";
-4. runs ``pytest --nbval-lax`` on that copy in a temporary folder with a
-   per-cell timeout (an endless loop is interrupted, the rest still runs), and
-   reads each cell's outcome from pytest's JUnit XML;
-5. scores each exercise by its check cell: passed, failed (the check's
-   assertion failed or the stub still raises NotImplementedError), error (any
-   other exception, a timeout, a dead kernel) or missing.
+3. puts the instructor's checks back: every ``# CHECK`` cell is removed from the
+   submission and all of the solution's checks of an exercise, visible and hidden,
+   are inserted right after the submission's exercise cell. A check cell the student
+   edited is flagged and scores nothing (the original still runs, for the record);
+   each inserted check starts by verifying that the submission left the functions the
+   checks rely on alone (:mod:`course_utils.integrity`), and a cell before the
+   submission's first records them;
+4. runs ``pytest --nbval-lax`` on that copy in a temporary folder with a per-cell
+   timeout (an endless loop is interrupted, the rest still runs); the plugin
+   :mod:`course_utils.grade_plugin` writes each cell's outcome from pytest's own
+   reports and the kernel's error output;
+5. scores each check cell: passed (its points), failed (the check's assertion failed or
+   the stub still raises NotImplementedError), error (any other exception, a timeout, a
+   dead kernel), missing (the exercise cell is gone) or flagged (the check was edited, or
+   the submission replaced what the checks rely on). An exercise's points are the sum
+   over its check cells: partial credit where they test separate things;
+6. collects written answers for the instructor to grade by hand.
 
 Many submissions are graded in parallel, one pytest process each. The exit
-code is 0 only when every check of every submission passed.
+code is 0 only when every auto-graded check of every submission passed.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import os
 import re
@@ -35,48 +43,72 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from .release import check_id, exercise_id, exercise_ids
+from . import integrity
+from .release import (
+    WRITTEN_PLACEHOLDER, check_id, check_info, exercise_id, exercise_ids, items, written_info,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOLUTIONS = REPO_ROOT / "notebooks"
 DEFAULT_TIMEOUT = 600  # seconds per cell; full-mode training cells on a CPU can take minutes
-PASSED, FAILED, ERROR, MISSING = "passed", "failed", "error", "missing"
-SKIPPED = "skipped"  # internal: a cell nbval skipped; reported as an error only for a check cell
+PASSED, FAILED, ERROR, MISSING, FLAGGED = "passed", "failed", "error", "missing", "flagged"
+PARTIAL = "partial"
+ANSWERED, UNANSWERED = "answered", "unanswered"  # written answers, graded by hand
 # Exceptions that mean "the answer is wrong or not written" rather than "the code crashed".
 WRONG_ANSWER = {"CheckFailed", "AssertionError", "NotImplementedError"}
-ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*[A-Za-z]")  # JUnit XML escapes ESC as "#x1B"
+INTEGRITY_CELL_ID = "grader-integrity"
+# A written answer handed back as released: the course's placeholder, or nbgrader's.
+UNANSWERED_TEXTS = {WRITTEN_PLACEHOLDER, "YOUR ANSWER HERE"}
 
 
 @dataclass
-class ExerciseResult:
-    id: str
+class CheckResult:
+    key: str  # exercise id, or "id/part"
     status: str
+    points: int
+    max_points: int
+    hidden: bool = False
     message: str = ""
-    cell: int | None = None  # index of the check cell in the graded copy
+
+
+@dataclass
+class ItemResult:
+    id: str
+    kind: str  # code | predict | written
+    status: str
+    points: int | None  # None: a written answer, for the instructor
+    max_points: int
+    checks: list[CheckResult] = field(default_factory=list)
+    message: str = ""
+    answer: str | None = None  # the student's written answer
 
 
 @dataclass
 class SubmissionResult:
     path: str
+    student: str
     status: str  # graded | unreadable | unmatched | crashed
     message: str = ""
     solution: str | None = None
-    passed: int = 0
-    total: int = 0
-    exercises: list[ExerciseResult] = field(default_factory=list)
+    points: int = 0  # auto-graded points earned
+    max_points: int = 0  # auto-graded points available
+    written_points: int = 0  # points the instructor grades by hand
+    passed: int = 0  # auto-graded items with every check passed
+    total: int = 0  # auto-graded items
+    items: list[ItemResult] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # integrity findings for the instructor
     other_errors: list[str] = field(default_factory=list)  # non-check cells that raised
     seconds: float = 0.0
 
     @property
     def all_passed(self) -> bool:
-        return self.status == "graded" and self.total > 0 and self.passed == self.total
+        return self.status == "graded" and self.total > 0 and self.points == self.max_points and not self.flags
 
 
 class SubmissionError(Exception):
@@ -140,65 +172,75 @@ def match_solution(nb, solutions, name: str = ""):
     return best
 
 
-def prepare(nb, solution):
-    """The submission with the solution's check cells in place; also {exercise id: check cell index}.
+def _same_source(a: str, b: str) -> bool:
+    """Equal up to trailing whitespace (editors and Colab add or drop some)."""
+    lines = lambda text: [line.rstrip() for line in text.strip().splitlines()]  # noqa: E731
+    return lines(a) == lines(b)
 
-    Every ``# CHECK`` cell of the submission is dropped; each of the solution's
-    checks goes right after the (last) submission cell of its exercise. Exercises
-    with no cell in the submission map to None.
+
+def _grader_cell(source: str, cell_id: str):
+    cell = nbformat.v4.new_code_cell(source)
+    cell["id"] = cell_id
+    return cell
+
+
+def _check_cell_id(key: str) -> str:
+    return "grader-check-" + re.sub(r"[^A-Za-z0-9-]", "-", key)[:50]
+
+
+def prepare(nb, solution):
+    """The submission ready to run; also ``{check key: cell id}`` and ``{check key: why it is flagged}``.
+
+    Every ``# CHECK`` cell of the submission is dropped; all of the solution's checks of
+    an exercise (visible and hidden, in the solution's order) go right after the (last)
+    submission cell of that exercise, each starting with the integrity guard. A visible
+    check whose submitted source differs from the solution's is flagged as edited. The
+    first cell records what the checks rely on. Exercises with no cell in the submission
+    have no checks in the copy (their keys are absent).
     """
-    checks = {check_id(c): c.source for c in solution.cells if check_id(c)}
-    wanted = exercise_ids(solution)
+    sol_checks = [(check_info(c), c.source) for c in solution.cells if check_info(c) is not None]
+    submitted = {check_info(c).key: c.source for c in nb.cells if check_info(c) is not None}
+    edited = {}
+    for info, source in sol_checks:
+        if not info.hidden and info.key in submitted and not _same_source(submitted[info.key], source):
+            edited[info.key] = "the submission edited this check cell (the original was run instead)"
+    wanted = set(exercise_ids(solution))
     kept = [c for c in nb.cells if check_id(c) is None]
     last = {}
     for n, cell in enumerate(kept):
         if (i := exercise_id(cell)) in wanted:
             last[i] = n
-    cells, where = [], {i: None for i in wanted}
+    guard = ("import course_utils.integrity as _course_integrity\n"
+             "_course_integrity.snapshot()  # what the checks rely on, before any of the submission's code")
+    cells, where = [_grader_cell(guard, INTEGRITY_CELL_ID)], {}
     for n, cell in enumerate(kept):
         cells.append(cell)
         i = exercise_id(cell)
-        if i in last and last[i] == n and i in checks:
-            check = nbformat.v4.new_code_cell(checks[i])
-            check["id"] = f"grader-check-{len(cells)}"
-            cells.append(check)
-            where[i] = len(cells) - 1
+        if i in last and last[i] == n:
+            for info, source in sol_checks:
+                if info.exercise == i:
+                    cid = _check_cell_id(info.key)
+                    prelude = (f"__import__('course_utils.integrity').integrity.verify(globals(), "
+                               f"{('check ' + info.key)!r})\n")
+                    cells.append(_grader_cell(prelude + source, cid))
+                    where[info.key] = cid
     out = nbformat.from_dict(copy.deepcopy(nb))
     out.cells = cells
     nbformat.validate(out)
-    return out, where
+    return out, where, edited
 
 
 # --------------------------------------------------------------------------- running
 
-def _last_exception(text: str) -> tuple[str, str]:
-    """(exception name, message) from nbval's failure text (IPython's coloured traceback)."""
-    text = ANSI.sub("", text)
-    text = text.rsplit("Traceback:", 1)[-1].strip()
-    header = re.search(r"^(\S+)\s+Traceback \(most recent call last\)", text, re.M)
-    lines = text.splitlines()
-    if header:  # IPython's header names the exception; its message follows the last "Name:" line
-        name = header.group(1)
-        for n in range(len(lines) - 1, -1, -1):
-            if lines[n].startswith(name + ":") or lines[n] == name:
-                message = [lines[n][len(name) + 1:]] + lines[n + 1:]
-                return name.rsplit(".", 1)[-1], " ".join(part.strip() for part in message).strip()
-    for line in reversed(lines):  # e.g. a SyntaxError has no header
-        m = re.match(r"^([A-Za-z_][\w.]*):\s?(.*)$", line.strip())
-        if m:
-            return m.group(1).rsplit(".", 1)[-1], m.group(2)
-    return "", lines[-1] if lines else ""
-
-
-def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None) -> dict[int, tuple[str, str]]:
-    """Run nbval on one notebook; ``{code cell number: (status, message)}`` for the cells that ran."""
+def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None) -> dict[str, dict]:
+    """Run nbval on one notebook; ``{cell id: outcome}`` as :mod:`course_utils.grade_plugin` wrote it."""
     workdir = path.parent
-    xml = workdir / "junit.xml"
+    results_file = workdir / "cell-results.json"
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "course_utils.nbval_plugin",
-           "--nbval-lax", "--nbval-current-env",
-           f"--nbval-cell-timeout={timeout:g}", f"--junitxml={xml}", "-c", str(workdir / "pytest.ini"),
-           "--rootdir", str(workdir), str(path)]
+           "-p", "course_utils.grade_plugin", f"--grade-results={results_file}",
+           "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={timeout:g}",
+           "-c", str(workdir / "pytest.ini"), "--rootdir", str(workdir), str(path)]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     try:
@@ -207,35 +249,100 @@ def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None)
         os.killpg(proc.pid, 9)  # the pytest process and its kernel: a group we started
         log, _ = proc.communicate()
     (workdir / "pytest.log").write_text(log or "")
-    results = {}
-    if not xml.exists():
-        return results
-    for case in ET.parse(xml).getroot().iter("testcase"):
-        m = re.fullmatch(r"Cell (\d+)", case.get("name", ""))
-        if not m:
+    if not results_file.exists():
+        return {}
+    return json.loads(results_file.read_text())
+
+
+def _check_status(row: dict | None, timeout: float) -> tuple[str, str]:
+    """(status, message) of one check cell from its recorded outcome."""
+    if row is None:
+        return ERROR, "the check did not run (grading stopped early)"
+    if row["outcome"] == "passed":
+        return PASSED, ""
+    if row["outcome"] == "skipped":
+        return ERROR, "the check cell was skipped"
+    if row.get("timed_out"):
+        return ERROR, f"timed out after {timeout:g} s (endless loop?)"
+    name, message = row.get("ename", ""), " ".join(str(row.get("evalue", "")).split())
+    text = f"{name}: {message}".strip(": ")[:500]
+    if name == "IntegrityError":
+        return FLAGGED, text
+    return (FAILED if name in WRONG_ANSWER else ERROR), text
+
+
+def student_name(path: Path, roots=()) -> str:
+    """Who a submission belongs to: its first folder below a submissions folder, else the file's name."""
+    path = Path(path)
+    for root in roots:
+        try:
+            rel = path.resolve().relative_to(Path(root).resolve())
+        except ValueError:
             continue
-        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-        skipped = case.find("skipped")
-        if bad is not None:
-            text = (bad.text or "") + "\n" + (bad.get("message") or "")
-            if "Timeout of" in text:
-                results[int(m.group(1))] = (ERROR, f"timed out after {timeout:g} s (endless loop?)")
-                continue
-            name, msg = _last_exception(bad.text or bad.get("message") or "")
-            status = FAILED if name in WRONG_ANSWER else ERROR
-            results[int(m.group(1))] = (status, f"{name}: {msg}".strip(": ")[:500])
-        elif skipped is not None:
-            results[int(m.group(1))] = (SKIPPED, "the cell was skipped")
+        if len(rel.parts) > 1:
+            return rel.parts[0]
+    return path.stem
+
+
+def _written_answers(nb) -> dict[str, str]:
+    answers = {}
+    for cell in nb.cells:
+        if (info := written_info(cell)) is not None:
+            answers[info[0]] = cell.source.split("\n", 1)[1].strip() if "\n" in cell.source else ""
+    return answers
+
+
+def score(solution, where: dict, edited: dict, outcomes: dict, nb, timeout: float) -> list[ItemResult]:
+    """Every item of the solution, scored from the cells' outcomes."""
+    answers = _written_answers(nb)
+    present = set(exercise_ids(nb))
+    out = []
+    for item in items(solution):
+        if item.kind == "written":
+            text = answers.get(item.id)
+            if text is None:
+                status, msg = MISSING, f"no markdown cell starting with '**Written answer {item.id}**'"
+            elif not text or text in UNANSWERED_TEXTS:
+                status, msg = UNANSWERED, "not answered"
+            else:
+                status, msg = ANSWERED, "for the instructor to grade"
+            out.append(ItemResult(item.id, item.kind, status, None, item.points, message=msg, answer=text))
+            continue
+        checks = []
+        for info in item.checks:
+            if item.id not in present:
+                status, msg = MISSING, f"no cell starting with '# EXERCISE {item.id}' or '# PREDICT {item.id}'"
+            elif info.key not in where:
+                status, msg = ERROR, "the check was not inserted"
+            else:
+                status, msg = _check_status(outcomes.get(where[info.key]), timeout)
+            if info.key in edited:
+                status, msg = FLAGGED, edited[info.key] + (f"; it {status}" if status else "")
+            checks.append(CheckResult(info.key, status, info.points if status == PASSED else 0, info.points,
+                                      info.hidden, msg))
+        earned, possible = sum(c.points for c in checks), item.points
+        statuses = {c.status for c in checks}
+        if FLAGGED in statuses:
+            status = FLAGGED
+        elif statuses == {PASSED} or not checks:
+            status = PASSED if checks else ERROR
+        elif MISSING in statuses:
+            status = MISSING
+        elif earned > 0 or PASSED in statuses:
+            status = PARTIAL
         else:
-            results[int(m.group(1))] = (PASSED, "")
-    return results
+            status = ERROR if ERROR in statuses else FAILED
+        first_bad = next((c.message for c in checks if c.status != PASSED), "")
+        out.append(ItemResult(item.id, item.kind, status, earned, possible, checks, first_bad))
+    return out
 
 
-def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | None = None) -> SubmissionResult:
+def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | None = None,
+              roots=()) -> SubmissionResult:
     """Grade one submission against the loaded ``solutions``; never raises for a bad submission."""
     path = Path(path)
     start = time.monotonic()
-    result = SubmissionResult(path=str(path), status="graded")
+    result = SubmissionResult(path=str(path), student=student_name(path, roots), status="graded")
     try:
         nb = read_submission(path)
         match = match_solution(nb, solutions, path.name)
@@ -244,36 +351,39 @@ def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | 
             raise SubmissionError(f"none of its exercises belongs to the solution notebooks ({known})")
         sol_path, solution = match
         result.solution = str(sol_path)
-        prepared, where = prepare(nb, solution)
-        code_num = {}  # notebook cell index -> nbval's "Cell N" (N counts code cells)
-        for n, cell in enumerate(prepared.cells):
-            if cell.cell_type == "code":
-                code_num[n] = len(code_num)
+        prepared, where, edited = prepare(nb, solution)
         with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
             target = Path(tmp) / (re.sub(r"[^\w.-]", "_", path.stem) + ".ipynb")
             nbformat.write(prepared, str(target))
-            n_code = len(code_num)
-            outcomes = run_nbval(target, timeout, env or dict(os.environ),
-                                 limit=timeout * (n_code + 2) + 120)
-        for ex in exercise_ids(solution):
-            cell = where[ex]
-            if cell is None:
-                has_cell = any(exercise_id(c) == ex for c in nb.cells)
-                msg = ("the solution has no check for this exercise" if has_cell
-                       else f"no cell starting with '# EXERCISE {ex}' in the submission")
-                result.exercises.append(ExerciseResult(ex, ERROR if has_cell else MISSING, msg))
-                continue
-            status, msg = outcomes.get(code_num[cell], (ERROR, "the check did not run (grading stopped early)"))
-            if status == SKIPPED:
-                status, msg = ERROR, "the check cell was skipped"
-            result.exercises.append(ExerciseResult(ex, status, msg, cell))
-        checks = {code_num[c] for c in where.values() if c is not None}
-        for num, (status, msg) in sorted(outcomes.items()):
+            n_code = sum(c.cell_type == "code" for c in prepared.cells)
+            outcomes = run_nbval(target, timeout, env or dict(os.environ), limit=timeout * (n_code + 2) + 120)
+        if INTEGRITY_CELL_ID in outcomes and outcomes[INTEGRITY_CELL_ID]["outcome"] != "passed":
+            result.flags.append("the grader's integrity cell failed: " + _check_status(
+                outcomes[INTEGRITY_CELL_ID], timeout)[1])
+        result.items = score(solution, where, edited, outcomes, nb, timeout)
+        for key, why in edited.items():
+            result.flags.append(f"check {key}: {why}")
+        for item in result.items:
+            for check in item.checks:
+                if check.status == FLAGGED and check.key not in edited:
+                    result.flags.append(f"check {check.key}: {check.message}")
+        for n, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and check_id(cell) is None:
+                result.flags += [f"cell {n}, {found} (assigns to a library or course name)"
+                                 for found in integrity.patched_names(cell.source)]
+        grader_cells = set(where.values()) | {INTEGRITY_CELL_ID}
+        code_num = {c.get("id"): k for k, c in enumerate(c for c in prepared.cells if c.cell_type == "code")}
+        for cid, row in outcomes.items():
+            status, msg = _check_status(row, timeout)
             # a skipped cell (e.g. # NBVAL_SKIP on a slow demonstration) is not an error of the student's
-            if status not in (PASSED, SKIPPED) and num not in checks:
-                result.other_errors.append(f"Cell {num}: {msg}")
-        result.total = len(result.exercises)
-        result.passed = sum(e.status == PASSED for e in result.exercises)
+            if cid not in grader_cells and row["outcome"] == "failed":
+                result.other_errors.append(f"Cell {code_num.get(cid, '?')}: {msg}")
+        auto = [i for i in result.items if i.kind != "written"]
+        result.points = sum(i.points for i in auto)
+        result.max_points = sum(i.max_points for i in auto)
+        result.written_points = sum(i.max_points for i in result.items if i.kind == "written")
+        result.total = len(auto)
+        result.passed = sum(i.status == PASSED for i in auto)
     except SubmissionError as err:
         result.status = "unmatched" if "belongs" in str(err) else "unreadable"
         result.message = str(err)
@@ -297,7 +407,9 @@ def expand(paths) -> list[Path]:
 def grade(paths, solutions=DEFAULT_SOLUTIONS, *, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
           quick: bool | None = None) -> dict:
     """Grade submissions (files or folders) in parallel; returns the report as a dict."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = expand(paths)
+    roots = [p for p in map(Path, paths) if p.is_dir()]
     sols = load_solutions(solutions)
     workers = max(1, min(workers or os.cpu_count() or 1, len(files) or 1))
     env = dict(os.environ)
@@ -308,14 +420,16 @@ def grade(paths, solutions=DEFAULT_SOLUTIONS, *, workers: int | None = None, tim
     if workers > 1:  # parallel kernels share the cores instead of each using all of them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda f: grade_one(f, sols, timeout=timeout, env=env), files))
-    passed, total = sum(r.passed for r in results), sum(r.total for r in results)
+        results = list(pool.map(lambda f: grade_one(f, sols, timeout=timeout, env=env, roots=roots), files))
+    points, max_points = sum(r.points for r in results), sum(r.max_points for r in results)
     return {
         "solutions": [str(p) for p, _ in sols],
         "timeout_s": timeout,
-        "passed": passed,
-        "total": total,
-        "score": round(100 * passed / total, 1) if total else 0.0,
+        "points": points,
+        "max_points": max_points,
+        "passed": sum(r.passed for r in results),
+        "total": sum(r.total for r in results),
+        "score": round(100 * points / max_points, 1) if max_points else 0.0,
         "all_passed": bool(results) and all(r.all_passed for r in results),
         "submissions": [asdict(r) for r in results],
     }
@@ -326,25 +440,112 @@ def grade(paths, solutions=DEFAULT_SOLUTIONS, *, workers: int | None = None, tim
 def format_report(report: dict) -> str:
     lines = []
     for sub in report["submissions"]:
-        head = f"{sub['path']}"
+        head = f"{sub['path']}  [{sub['student']}]"
         if sub["status"] == "graded":
-            head += f"  ({Path(sub['solution']).name})  {sub['passed']}/{sub['total']}"
+            head += f"  ({Path(sub['solution']).name})  {sub['points']}/{sub['max_points']} points"
+            if sub["written_points"]:
+                head += f" + {sub['written_points']} for written answers, graded by hand"
         else:
             head += f"  {sub['status'].upper()}: {sub['message']}"
         lines.append(head)
-        width = max([len(e["id"]) for e in sub["exercises"]] + [8])
-        for e in sub["exercises"]:
-            lines.append(f"  {e['id']:<{width}}  {e['status']:<7}  {e['message'][:110]}".rstrip())
+        width = max([len(i["id"]) for i in sub["items"]] + [8])
+        for i in sub["items"]:
+            pts = f"{i['points']}/{i['max_points']}" if i["points"] is not None else f"-/{i['max_points']}"
+            lines.append(f"  {i['id']:<{width}}  {i['status']:<10}  {pts:>5}  {i['message'][:100]}".rstrip())
+        for flag in sub["flags"]:
+            lines.append(f"  FLAG: {flag[:150]}")
         for err in sub["other_errors"][:5]:
             lines.append(f"  (not graded) {err[:110]}")
         lines.append("")
     width = max([len(Path(s["path"]).name) for s in report["submissions"]] + [10])
-    lines.append(f"{'submission':<{width}}  {'score':>7}  status")
+    lines.append(f"{'submission':<{width}}  {'points':>8}  status")
     for sub in report["submissions"]:
-        score = f"{sub['passed']}/{sub['total']}" if sub["status"] == "graded" else "-"
-        lines.append(f"{Path(sub['path']).name:<{width}}  {score:>7}  {sub['status']}")
-    lines.append(f"total: {report['passed']}/{report['total']} checks passed ({report['score']:.1f}%)")
+        pts = f"{sub['points']}/{sub['max_points']}" if sub["status"] == "graded" else "-"
+        flag = "  FLAGGED" if sub["flags"] else ""
+        lines.append(f"{Path(sub['path']).name:<{width}}  {pts:>8}  {sub['status']}{flag}")
+    lines.append(f"total: {report['points']}/{report['max_points']} auto-graded points ({report['score']:.1f}%)")
     return "\n".join(lines)
+
+
+def gradebook_rows(report: dict) -> tuple[list[str], list[dict]]:
+    """Columns and rows of the gradebook: one row per student, one column per item (points earned).
+
+    Written answers get an empty cell for the instructor's mark; ``flags`` counts integrity findings.
+    """
+    columns, rows = [], {}
+    for sub in report["submissions"]:
+        for i in sub["items"]:
+            if i["id"] not in columns:
+                columns.append(i["id"])
+    for sub in report["submissions"]:
+        row = rows.setdefault(sub["student"], {"student": sub["student"], "auto_points": 0, "auto_max": 0,
+                                               "written_max": 0, "flags": 0, "notebooks": 0})
+        row["notebooks"] += 1
+        row["flags"] += len(sub["flags"]) + (sub["status"] != "graded")
+        for i in sub["items"]:
+            row[i["id"]] = "" if i["points"] is None else i["points"]
+        row["auto_points"] += sub["points"]
+        row["auto_max"] += sub["max_points"]
+        row["written_max"] += sub["written_points"]
+    header = ["student"] + columns + ["auto_points", "auto_max", "written_max", "flags", "notebooks"]
+    return header, [rows[k] for k in sorted(rows)]
+
+
+def write_gradebook(report: dict, path: Path) -> Path:
+    header, rows = gradebook_rows(report)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def feedback_text(sub: dict) -> str:
+    """A submission's feedback as Markdown: every item, its score, the check's message, the written answers."""
+    name = Path(sub["path"]).name
+    lines = [f"# Feedback: {name} ({sub['student']})", ""]
+    if sub["status"] != "graded":
+        return "\n".join(lines + [f"Not graded: {sub['message']}", ""])
+    lines += [f"Auto-graded: **{sub['points']} / {sub['max_points']} points**"
+              + (f"; written answers ({sub['written_points']} points) are graded by your instructor."
+                 if sub["written_points"] else "."), ""]
+    for i in sub["items"]:
+        pts = f"{i['points']}/{i['max_points']}" if i["points"] is not None else f"?/{i['max_points']}"
+        lines.append(f"## {i['id']} ({i['kind']}): {i['status']}, {pts} points")
+        for c in i["checks"]:
+            label = c["key"] + (" (hidden check)" if c["hidden"] else "")
+            lines.append(f"- {label}: {c['status']}, {c['points']}/{c['max_points']}"
+                         + (f". {c['message']}" if c["message"] else ""))
+        if i["kind"] == "written":
+            lines += ["", "Your answer:", "", *(f"> {line}" for line in (i["answer"] or "(none)").splitlines())]
+        lines.append("")
+    if sub["flags"]:
+        lines += ["## Integrity", *(f"- {f}" for f in sub["flags"]), ""]
+    if sub["other_errors"]:
+        lines += ["## Other cells that raised (not graded)", *(f"- {e}" for e in sub["other_errors"]), ""]
+    return "\n".join(lines)
+
+
+def write_feedback(report: dict, folder: Path) -> list[Path]:
+    """One Markdown file per submission in ``folder``, named after the student and the notebook."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for sub in report["submissions"]:
+        stem = Path(sub["path"]).stem
+        base = stem if sub["student"] == stem else f"{sub['student']}__{stem}"
+        base = re.sub(r"[^\w.-]", "_", base)
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        target = folder / f"{name}.md"
+        target.write_text(feedback_text(sub))
+        written.append(target)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solutions", nargs="+", default=[str(DEFAULT_SOLUTIONS)],
                         help="solution notebooks or folders (default: the course's notebooks/)")
     parser.add_argument("--json", type=Path, help="write the machine-readable report here")
+    parser.add_argument("--csv", type=Path, help="write a gradebook: one row per student, one column per item")
+    parser.add_argument("--feedback", type=Path, help="write one feedback file per submission into this folder")
     parser.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: cores)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per cell")
     parser.add_argument("--quick", action="store_true", help="run the notebooks in quick mode (COURSE_QUICK=1)")
@@ -364,13 +567,17 @@ def main(argv: list[str] | None = None) -> int:
     if not load_solutions(args.solutions):
         print(f"error: no solution notebooks with exercises in {args.solutions}", file=sys.stderr)
         return 2
-    report = grade(files, args.solutions, workers=args.workers, timeout=args.timeout,
+    report = grade(args.submissions, args.solutions, workers=args.workers, timeout=args.timeout,
                    quick=True if args.quick else None)
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
+    if args.csv:
+        print(f"gradebook written to {write_gradebook(report, args.csv)}")
+    if args.feedback:
+        print(f"{len(write_feedback(report, args.feedback))} feedback files written to {args.feedback}")
     return 0 if report["all_passed"] else 1
 
 

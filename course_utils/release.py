@@ -2,15 +2,28 @@
 
     python -m course_utils.release notebooks/ release/        # every notebook in a folder
     python -m course_utils.release notebooks/02_batch_norm.ipynb release/
+    python -m course_utils.release --nbgrader nbgrader-course/ notebooks/   # an nbgrader source folder
 
-The convention (see the README): an exercise is a code cell whose first line is
-``# EXERCISE <id>``; inside a function or method body of that cell the answer
-sits between a ``### BEGIN SOLUTION`` line and a ``### END SOLUTION`` line. The
-student version replaces each such region by
-``raise NotImplementedError("<id>: your code here")`` at the indentation of the
-BEGIN line, and drops everything a run leaves behind: outputs, execution
-counts and the saved widget state. The check cell after an exercise starts
-with ``# CHECK <id>`` and is kept as it is.
+The convention (README, "For instructors"):
+
+- A **code exercise** is a code cell whose first line is ``# EXERCISE <id>``; the
+  answer sits between a ``### BEGIN SOLUTION`` line and a ``### END SOLUTION`` line,
+  inside a function or method body (the student version gets
+  ``raise NotImplementedError("<id>: your code here")`` at the BEGIN line's
+  indentation) or at the top level of the cell, where it may only assign names
+  (the student version assigns ``None`` to each).
+- A **predict-first question** is the same with ``# PREDICT <id>``: the region sets
+  the prediction variable, which the student version leaves ``None``.
+- A **check** is a code cell whose first line is ``# CHECK <id> [<part>] [(N points)]``;
+  an exercise may have several (partial credit: each cell scores its own points,
+  1 by default). ``# HIDDEN CHECK ...`` cells are the instructor's: the student
+  version drops them and the grader puts them back.
+- A **written answer** is a markdown cell whose first line is
+  ``**Written answer <id>** (N points)``; the rest is the model answer, which the
+  student version replaces by a placeholder. The instructor grades it by hand.
+
+The student version also drops everything a run leaves behind: outputs,
+execution counts and the saved widget state.
 """
 from __future__ import annotations
 
@@ -18,15 +31,42 @@ import ast
 import copy
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
-EXERCISE_RE = re.compile(r"^#\s*EXERCISE\s+(\S+)\s*$")
-CHECK_RE = re.compile(r"^#\s*CHECK\s+(\S+)\s*$")
+EXERCISE_RE = re.compile(r"^#\s*(EXERCISE|PREDICT)\s+(\S+)\s*$")
+CHECK_RE = re.compile(r"^#\s*(HIDDEN\s+)?CHECK\s+([^\s(]+)(?:\s+([^\s(]+))?(?:\s+\((\d+)\s+points?\))?\s*$")
+WRITTEN_RE = re.compile(r"^\*\*Written answer\s+([^\s*]+)\*\*(?:\s*\((\d+)\s+points?\))?\s*$")
 STUB = 'raise NotImplementedError("{id}: your code here")'
+ASSIGN_STUB = "{name} = None  # {id}: your answer here"
+WRITTEN_PLACEHOLDER = "_Write your answer here._"
+KINDS = {"EXERCISE": "code", "PREDICT": "predict"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a check cell's first line says: ``# [HIDDEN] CHECK <exercise> [<part>] [(N points)]``."""
+    exercise: str
+    part: str | None
+    points: int
+    hidden: bool
+
+    @property
+    def key(self) -> str:
+        return self.exercise + (f"/{self.part}" if self.part else "")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One graded item of a notebook: a code exercise, a predict-first question or a written answer."""
+    id: str
+    kind: str  # code | predict | written
+    points: int
+    checks: tuple[Check, ...] = ()
 
 
 class ReleaseError(ValueError):
@@ -38,19 +78,59 @@ def _first_line(cell) -> str:
 
 
 def exercise_id(cell) -> str | None:
-    """The id of an exercise cell (first line ``# EXERCISE <id>``), else None."""
+    """The id of an exercise or predict-first cell (first line ``# EXERCISE <id>`` / ``# PREDICT <id>``)."""
     if cell.cell_type != "code":
         return None
     m = EXERCISE_RE.match(_first_line(cell))
-    return m.group(1) if m else None
+    return m.group(2) if m else None
 
 
-def check_id(cell) -> str | None:
-    """The id of a check cell (first line ``# CHECK <id>``), else None."""
+def exercise_kind(cell) -> str | None:
+    """"code" for an ``# EXERCISE`` cell, "predict" for a ``# PREDICT`` cell, else None."""
+    if cell.cell_type != "code":
+        return None
+    m = EXERCISE_RE.match(_first_line(cell))
+    return KINDS[m.group(1)] if m else None
+
+
+def check_info(cell) -> Check | None:
+    """The parsed first line of a check cell (visible or hidden), else None."""
     if cell.cell_type != "code":
         return None
     m = CHECK_RE.match(_first_line(cell))
-    return m.group(1) if m else None
+    if not m:
+        return None
+    return Check(m.group(2), m.group(3), int(m.group(4)) if m.group(4) is not None else 1, bool(m.group(1)))
+
+
+def check_id(cell) -> str | None:
+    """The exercise id of a check cell (first line ``# [HIDDEN] CHECK <id> ...``), else None."""
+    info = check_info(cell)
+    return info.exercise if info else None
+
+
+def written_info(cell) -> tuple[str, int] | None:
+    """(id, points) of a written-answer cell (markdown, first line ``**Written answer <id>** (N points)``)."""
+    if cell.cell_type != "markdown":
+        return None
+    m = WRITTEN_RE.match(_first_line(cell))
+    return (m.group(1), int(m.group(2)) if m.group(2) is not None else 1) if m else None
+
+
+def items(nb) -> list[Item]:
+    """The graded items of a notebook in order, each with its points (the sum over its check cells)."""
+    checks: dict[str, list[Check]] = {}
+    for cell in nb.cells:
+        if (info := check_info(cell)) is not None:
+            checks.setdefault(info.exercise, []).append(info)
+    out = []
+    for cell in nb.cells:
+        if (ex := exercise_id(cell)) is not None:
+            found = tuple(checks.get(ex, ()))
+            out.append(Item(ex, exercise_kind(cell), sum(c.points for c in found), found))
+        elif (w := written_info(cell)) is not None:
+            out.append(Item(w[0], "written", w[1]))
+    return out
 
 
 def exercise_ids(nb) -> list[str]:
@@ -64,8 +144,12 @@ def exercise_cells(nb) -> dict[str, int]:
 
 
 def check_cells(nb) -> dict[str, int]:
-    """``{exercise id: index of its check cell}``."""
-    return {i: n for n, c in enumerate(nb.cells) if (i := check_id(c))}
+    """``{exercise id: index of its first check cell}``."""
+    out: dict[str, int] = {}
+    for n, cell in enumerate(nb.cells):
+        if (i := check_id(cell)) is not None:
+            out.setdefault(i, n)
+    return out
 
 
 def _is_marker(line: str) -> str | None:
@@ -116,6 +200,24 @@ def _check_inside_function(tree: ast.AST, lines: list[str], begin: int, end: int
     )
 
 
+def _top_level_stub(tree: ast.Module, lines: list[str], begin: int, end: int, ex_id: str, where: str):
+    """Stub lines for a region at the top level of the cell (assignments only), or None if it is not there."""
+    inside = [node for node in tree.body if begin < node.lineno - 1 < end]
+    if not inside or _indent(lines[begin]):
+        return None
+    names = []
+    for node in inside:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else None
+        if targets is None or not all(isinstance(t, ast.Name) for t in targets):
+            raise ReleaseError(
+                f"{where}, line {node.lineno}: a solution region at the top level of a cell may only assign "
+                f"names (prediction = ...), so the student version can leave them None. Move other code into a "
+                "function, or out of the region."
+            )
+        names += [t.id for t in targets if t.id not in names]
+    return [ASSIGN_STUB.format(name=n, id=ex_id) for n in names]
+
+
 def release_cell_source(source: str, ex_id: str, where: str) -> str:
     """The exercise cell's source with every solution region replaced by the stub."""
     lines = source.split("\n")
@@ -128,9 +230,13 @@ def release_cell_source(source: str, ex_id: str, where: str) -> str:
         raise ReleaseError(f"{where}: the exercise cell is not valid Python ({err.msg}, line {err.lineno}).") from err
     out, last = [], 0
     for begin, end in regions:
-        _check_inside_function(tree, lines, begin, end, where)
         out += lines[last:begin]
-        out.append(_indent(lines[begin]) + STUB.format(id=ex_id))
+        top = _top_level_stub(tree, lines, begin, end, ex_id, where)
+        if top is not None:
+            out += top
+        else:
+            _check_inside_function(tree, lines, begin, end, where)
+            out.append(_indent(lines[begin]) + STUB.format(id=ex_id))
         last = end + 1
     out += lines[last:]
     released = "\n".join(out)
@@ -147,6 +253,7 @@ def release_cell_source(source: str, ex_id: str, where: str) -> str:
 def release_notebook(nb, name: str = "notebook"):
     """Return the student version of ``nb`` (a new notebook; ``nb`` is left as it is)."""
     nb = nbformat.from_dict(copy.deepcopy(nb))
+    nb.cells = [c for c in nb.cells if not ((info := check_info(c)) and info.hidden)]  # the instructor's
     seen: dict[str, int] = {}
     for n, cell in enumerate(nb.cells):
         where = f"{name}: cell {n}"
@@ -155,6 +262,12 @@ def release_notebook(nb, name: str = "notebook"):
             cell.execution_count = None
             cell.metadata.pop("execution", None)
             ex_id = exercise_id(cell)
+            first = _first_line(cell)
+            if re.match(r"^#\s*(HIDDEN\s+)?CHECK\b", first) and check_info(cell) is None:
+                raise ReleaseError(
+                    f"{where}: malformed check line {first!r}; write '# CHECK <id> [<part>] [(N points)]' "
+                    "(a part is one word: use hyphens, not spaces), or '# HIDDEN CHECK ...'."
+                )
             markers = [i for i, line in enumerate(cell.source.split("\n")) if _is_marker(line)]
             if ex_id is None:
                 if markers:
@@ -167,8 +280,11 @@ def release_notebook(nb, name: str = "notebook"):
                 raise ReleaseError(f"{where}: exercise id {ex_id!r} already used by cell {seen[ex_id]}.")
             seen[ex_id] = n
             cell.source = release_cell_source(cell.source, ex_id, where)
-        elif "attachments" in cell and not cell.attachments:
-            del cell["attachments"]
+        else:
+            if written_info(cell) is not None:
+                cell.source = _first_line(cell) + "\n\n" + WRITTEN_PLACEHOLDER
+            if "attachments" in cell and not cell.attachments:
+                del cell["attachments"]
     nb.metadata.pop("widgets", None)
     nbformat.validate(nb)
     return nb
@@ -213,16 +329,32 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m course_utils.release",
-        description="Write the student version of course notebooks (solutions replaced by stubs, outputs cleared).",
+        description="Write the student version of course notebooks (solutions replaced by stubs, outputs cleared), "
+                    "or with --nbgrader an nbgrader source folder.",
     )
-    parser.add_argument("sources", nargs="+", type=Path, help="notebook files or folders of notebooks")
-    parser.add_argument("outdir", type=Path, help="folder to write the student versions to")
+    parser.add_argument("--nbgrader", type=Path, metavar="COURSE_DIR",
+                        help="write an nbgrader course folder (source/<lesson>/<lesson>.ipynb with nbgrader's cell "
+                             "metadata) from the given notebooks instead of student versions")
+    parser.add_argument("paths", nargs="+", type=Path,
+                        help="notebook files or folders of notebooks, then the output folder (without --nbgrader)")
     args = parser.parse_args(argv)
     try:
-        written = []
-        for src in args.sources:
-            target = args.outdir if src.is_dir() else args.outdir / src.name
-            written += release_path(src, target)
+        if args.nbgrader is not None:
+            from .nbgrader_export import export_nbgrader  # nbgrader's layout; needs no nbgrader installed
+            sources = []
+            for src in args.paths:
+                if not src.exists():
+                    raise ReleaseError(f"{src}: no such file or folder.")
+                sources += sorted(src.glob("*.ipynb")) if src.is_dir() else [src]
+            written = export_nbgrader(sources, args.nbgrader)
+        else:
+            if len(args.paths) < 2:
+                parser.error("give the notebooks (files or folders) and then the output folder")
+            *sources, outdir = args.paths
+            written = []
+            for src in sources:
+                target = outdir if src.is_dir() else outdir / src.name
+                written += release_path(src, target)
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -65,3 +65,12 @@ def test_finetune_speed_compares_three_pipelines_on_real_data():
         result["course_img_per_s"] / result["dataloader_img_per_s"], rel=0.01)
     assert 0.0 <= result["data_overhead"] < 1.0 and result["amp"] is False and result["steps"] == 2
     assert "course / DataLoader" in text
+
+
+@pytest.mark.notebooks
+def test_grading_throughput_grades_every_copy_and_reports_a_rate():
+    fixture = REPO / "tests" / "fixtures" / "solutions" / "tiny_exercises.ipynb"
+    result, text = run_benchmark("grading_throughput.py", "--notebook", str(fixture), "--copies", "2",
+                                 "--workers", "2", "--timeout", "60")
+    assert result["graded"] == 2 and result["per_minute"] > 0 and "submissions per minute" in text
+    assert result["points"] == result["max_points"] // 2  # the solved copy has every point, the released one none

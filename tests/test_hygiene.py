@@ -1,4 +1,4 @@
-"""Hygiene: one policy for stored notebooks, one skeleton, paired exercises, a tidy tree.
+"""Hygiene: one policy for stored notebooks, one skeleton, a tidy tree (exercise markers: test_exercise_markers.py).
 
 Policy: notebooks are stored without outputs or execution counts, with only
 ``kernelspec`` and ``language_info`` as notebook metadata and no cell metadata.
@@ -58,33 +58,6 @@ def test_follows_the_course_skeleton(path):
     for c in code[2:]:
         assert not re.search(r"^\s*(from course_utils[. ]|import course_utils\b)", c.source, re.M), \
             "import course_utils once, in the setup cell, and call cu.name(...)"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_exercises_are_paired_with_checks(path):
-    nb = _load(path)
-    exercises, checks = [], []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        first = cell.source.splitlines()[0] if cell.source else ""
-        begins, ends = cell.source.count("### BEGIN SOLUTION"), cell.source.count("### END SOLUTION")
-        assert begins == ends, f"cell {i}: unbalanced solution markers"
-        if first.startswith("# EXERCISE "):
-            exercises.append((i, first.split()[2]))
-            assert begins >= 1, f"{first}: has no solution region"
-        else:
-            assert begins == 0, f"cell {i}: solution markers outside an '# EXERCISE <id>' cell"
-        if first.startswith("# CHECK "):
-            checks.append((i, first.split()[2]))
-    ids = [e for _, e in exercises]
-    assert len(ids) == len(set(ids)), f"duplicate exercise ids: {ids}"
-    assert sorted(ids) == sorted(c for _, c in checks), "each exercise needs exactly one '# CHECK <id>' cell"
-    where = dict(exercises)
-    for i, cid in checks:
-        ex = next(j for j, e in exercises if e == cid)
-        assert ex < i, f"check {cid} comes before its exercise"
-    assert where is not None
 
 
 def test_git_tree_is_tidy():

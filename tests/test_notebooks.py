@@ -1,4 +1,4 @@
-"""Every notebook, top to bottom in quick mode: under nbval, and as the released student version.
+"""Every notebook, top to bottom in quick mode: under nbval, and graded with its released student version.
 
 The solution notebook must pass nbval; its student version (solutions replaced
 by stubs) must fail at each exercise's check cell and nowhere else, which proves
@@ -7,6 +7,7 @@ that every check can fail and that later cells do not lean on the student's code
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from course_utils import grade as G
 from course_utils.release import release_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,24 +61,31 @@ STUDENT_NOTEBOOKS = [p for p in NOTEBOOKS if _has_exercises(p)]
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", STUDENT_NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_version_fails_exactly_at_its_checks(path: Path, tmp_path: Path) -> None:
-    student = release_notebook(nbformat.read(path, as_version=4))
-    checks = {i for i, c in enumerate(student.cells) if c.cell_type == "code" and c.source.startswith("# CHECK ")}
-    assert checks, f"{path.name} has exercises but no check cells"
-    _execute_in_quick_mode(student)
-    errors = {}
-    for i, cell in enumerate(student.cells):
-        for out in cell.get("outputs", []):
-            if out.output_type == "error":
-                errors[i] = f"{out.ename}: {out.evalue}"[:200]
-    missing = sorted(checks - set(errors))
-    extra = {i: errors[i] for i in sorted(set(errors) - checks)}
-    assert not missing, f"these check cells pass on the student version (a check that cannot fail): " + \
-        ", ".join(student.cells[i].source.splitlines()[0] for i in missing)
-    assert not extra, f"cells other than checks fail on the student version: {extra}"
-    for i in checks:
-        assert "NotImplementedError" in errors[i] or "CheckFailed" in errors[i], \
-            f"{student.cells[i].source.splitlines()[0]} failed for another reason: {errors[i]}"
+def test_grader_gives_the_solution_full_marks_and_the_student_version_zero(path: Path, tmp_path: Path) -> None:
+    """Both graded as an instructor would (hidden checks and integrity guard included), in quick mode.
+
+    The student version must fail at its checks and nowhere else: every check can fail, and the
+    cells after an exercise fall back to the course's reference instead of leaning on the stub.
+    """
+    for who in ("solution", "student"):
+        (tmp_path / who).mkdir()
+    shutil.copy(path, tmp_path / "solution" / path.name)
+    nbformat.write(release_notebook(nbformat.read(path, as_version=4)), str(tmp_path / "student" / path.name))
+    report = G.grade([tmp_path], [path], workers=1, timeout=CELL_TIMEOUT, quick=True)
+    rows = {r["student"]: r for r in report["submissions"]}
+    solution, student = rows["solution"], rows["student"]
+    assert solution["status"] == student["status"] == "graded", report
+    not_full = {i["id"]: (i["status"], i["message"]) for i in solution["items"]
+                if i["kind"] != "written" and i["status"] != "passed"}
+    assert not not_full and solution["points"] == solution["max_points"] > 0, f"solution: {not_full}"
+    assert solution["flags"] == [] and solution["other_errors"] == [], solution
+    not_failed = {i["id"]: (i["status"], i["message"]) for i in student["items"]
+                  if i["kind"] != "written" and i["status"] != "failed"}
+    assert not not_failed, f"student version: items that did not fail as wrong answers: {not_failed}"
+    assert student["points"] == 0 and student["flags"] == []
+    assert student["other_errors"] == [], f"cells other than checks fail on the student version: " \
+        f"{student['other_errors']}"
+    assert {i["status"] for i in student["items"] if i["kind"] == "written"} <= {"unanswered"}
 
 
 @pytest.mark.rerun

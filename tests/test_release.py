@@ -9,7 +9,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from course_utils.release import (
-    BEGIN, END, ReleaseError, check_cells, exercise_ids, release_notebook, release_path,
+    BEGIN, END, ReleaseError, check_cells, check_info, exercise_id, exercise_ids, items, release_notebook,
+    release_path,
 )
 from course_utils.release import main as release_main
 
@@ -31,11 +32,11 @@ def exercise(body: str, ex_id: str = "ex-t") -> str:
 
 def test_exercise_and_check_ids_of_the_fixture():
     nb = nbformat.read(TINY, as_version=4)
-    assert exercise_ids(nb) == ["ex90-minmax", "ex90-channel-mean", "ex90-zscore"]
+    assert exercise_ids(nb) == ["ex90-minmax", "ex90-predict-max", "ex90-channel-mean", "ex90-zscore"]
     checks = check_cells(nb)
     assert list(checks) == exercise_ids(nb)
-    for ex_id, index in checks.items():  # each check sits right after its exercise
-        assert nb.cells[index - 1].source.startswith(f"# EXERCISE {ex_id}")
+    for ex_id, index in checks.items():  # each exercise's first check sits right after it
+        assert exercise_id(nb.cells[index - 1]) == ex_id
 
 
 def test_stub_replaces_region_at_the_begin_indentation():
@@ -52,10 +53,10 @@ def test_stub_replaces_region_at_the_begin_indentation():
     for src in sources.values():
         assert BEGIN not in src and END not in src and "x.mean(dim" not in src
         ast.parse(src)
-    # check cells are left exactly as they are
+    # visible check cells are left exactly as they are, hidden ones are gone
     original = nbformat.read(TINY, as_version=4)
-    for ex_id, index in check_cells(original).items():
-        assert nb.cells[index].source == original.cells[index].source
+    visible = [c.source for c in original.cells if check_info(c) and not check_info(c).hidden]
+    assert [c.source for c in nb.cells if check_info(c)] == visible
 
 
 def test_several_regions_in_one_cell_and_the_original_is_untouched():
@@ -90,9 +91,12 @@ def test_outputs_counts_and_widget_state_are_cleared():
     (exercise(f"def f():\n    return 1\n    {END}"), "without a"),
     (exercise(f"def f():\n    {BEGIN}\n    {BEGIN}\n    return 1\n    {END}\n    {END}"), "cannot be nested"),
     (f"def f():\n    {BEGIN}\n    return 1\n    {END}", "not an exercise"),
-    (exercise(f"{BEGIN}\nx = 1\n{END}"), "not inside a function body"),
+    (exercise(f"{BEGIN}\nprint(1)\n{END}"), "may only assign names"),
+    (exercise(f"{BEGIN}\nx.y = 1\n{END}"), "may only assign names"),
     (exercise(f"class A:\n    {BEGIN}\n    x = 1\n    {END}"), "not inside a function body"),
     (exercise(f"def f(:\n    {BEGIN}\n    return 1\n    {END}"), "not valid Python"),
+    ("# CHECK ex-t shared log (2 points)\npass", "malformed check line"),
+    ("# HIDDEN CHECK ex-t (two points)\npass", "malformed check line"),
 ])
 def test_bad_markers_are_errors_that_say_what_is_wrong(source, message):
     nb = notebook("import torch", source)
@@ -145,5 +149,33 @@ def test_every_course_notebook_releases(path):
     nb = nbformat.read(path, as_version=4)
     out = release_notebook(nb, name=path.name)
     nbformat.validate(out)
-    for ex_id in exercise_ids(nb):
-        assert any(f'raise NotImplementedError("{ex_id}: your code here")' in c.source for c in out.cells), ex_id
+    for item in items(nb):
+        stub = {"code": f'raise NotImplementedError("{item.id}: your code here")',
+                "predict": f"= None  # {item.id}: your answer here",
+                "written": "_Write your answer here._"}[item.kind]
+        assert any(stub in c.source for c in out.cells), item.id
+    assert not any(check_info(c) and check_info(c).hidden for c in out.cells)
+
+
+def test_predict_cell_hidden_checks_and_written_answers():
+    """A top-level region becomes `name = None`, hidden checks go, a written answer loses its model answer."""
+    nb = notebook(
+        f"# PREDICT ex-p\n# bigger or smaller?\n{BEGIN}\nguess: str = 'bigger'\nrate = 0.5\n{END}\nprint(guess)",
+        "# CHECK ex-p recorded (0 points)\nassert guess is not None",
+        "# HIDDEN CHECK ex-p (2 points)\nassert guess == 'bigger'",
+        exercise(f"def f(x):\n    {BEGIN}\n    return x\n    {END}"),
+        "# CHECK ex-t\nassert f(1) == 1",
+        "# CHECK ex-t grad (3 points)\nassert f(2) == 2",
+    )
+    nb.cells.append(new_markdown_cell("**Written answer ex-w** (2 points)\n\nThe model answer."))
+    found = items(nb)
+    assert [(i.id, i.kind, i.points) for i in found] == [("ex-p", "predict", 2), ("ex-t", "code", 4),
+                                                        ("ex-w", "written", 2)]
+    assert [(c.part, c.points, c.hidden) for c in found[0].checks] == [("recorded", 0, False), (None, 2, True)]
+    out = release_notebook(nb)
+    sources = [c.source for c in out.cells]
+    assert sources[0].splitlines()[2:] == ["guess = None  # ex-p: your answer here",
+                                           "rate = None  # ex-p: your answer here", "print(guess)"]
+    assert not any("HIDDEN" in s for s in sources) and len(sources) == len(nb.cells) - 1
+    assert sources[-1] == "**Written answer ex-w** (2 points)\n\n_Write your answer here._"
+    assert items(out)[0].points == 0  # the student version has no hidden checks

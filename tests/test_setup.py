@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,7 +28,8 @@ def _free_port() -> int:
 def test_make_lab_passes_allow_root_only_as_root(is_root: str) -> None:
     out = subprocess.run(["make", "-n", "lab", f"IS_ROOT={is_root}"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    line = next(x for x in out.stdout.splitlines() if "jupyter lab" in x and "bin/jupyter" in x)
+    # the command that starts JupyterLab (not `jupyter labextension ...` from the install step)
+    line = next(x for x in out.stdout.splitlines() if re.search(r"bin/jupyter lab(\s|$)", x))
     assert ("--allow-root" in line) == bool(is_root), line
 
 

@@ -1,4 +1,6 @@
-"""The check cells of two exercises catch the mistakes they are meant to catch.
+"""The check cell of notebook 02's backward exercise names the first wrong gradient, node by node.
+
+(The other exercises of 02 are tested in test_exercises_02.py.)
 
 Each test runs a notebook's own cells (its setup cell, the cells the exercise needs,
 and the check cell) in a fresh namespace, once with the reference solution, which
@@ -16,37 +18,6 @@ from notebook_cells import code_cell as _code, run_cells as _run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 BN = NOTEBOOKS / "02_batch_norm.ipynb"
-RESPONSE = NOTEBOOKS / "04_response_norms.ipynb"
-
-
-# ---------------------------------------------------------------- 04: GRN and dead channels
-
-GRN_SETUP = _code(RESPONSE, contains="import course_utils as cu")
-GRN_EXERCISE = _code(RESPONSE, starts="# EXERCISE ex04-grn")
-GRN_CHECK = _code(RESPONSE, starts="# CHECK ex04-grn")
-
-SQRT_OF_SUM = '''
-def my_global_response_norm(x, gamma, beta, eps=1e-6, channels_last=True):
-    spatial, channel = ((1, 2), -1) if channels_last else ((2, 3), 1)
-    view = (1, 1, 1, -1) if channels_last else (1, -1, 1, 1)
-    energy = x.pow(2).sum(dim=spatial, keepdim=True).sqrt()
-    relative = energy / (energy.mean(dim=channel, keepdim=True) + eps)
-    return gamma.view(view) * (x * relative) + beta.view(view) + x
-'''
-
-
-def test_grn_check_passes_the_solution(capsys):
-    _run(GRN_SETUP, GRN_EXERCISE, GRN_CHECK)
-    assert "ex04-grn: all checks passed" in capsys.readouterr().out
-
-
-def test_grn_check_rejects_sqrt_of_sum_of_squares_with_a_helpful_message():
-    namespace = _run(GRN_SETUP, SQRT_OF_SUM)
-    with pytest.raises(CheckFailed) as failure:
-        _run(GRN_CHECK, namespace=namespace)
-    message = str(failure.value)
-    assert "NaN gradient on an all-zero channel" in message
-    assert "torch.linalg.vector_norm" in message
 
 
 # ---------------------------------------------------------------- 02: backward, node by node
