@@ -49,7 +49,6 @@ from __future__ import annotations
 import ast
 import copy
 import re
-import sys
 from pathlib import Path
 
 import nbformat
@@ -284,26 +283,3 @@ def export_nbgrader(sources, course_dir) -> list[Path]:
     config.write_text(CONFIG.format(course_id=COURSE_ID, timeout=CELL_TIMEOUT))
     written.append(config)
     return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.nbgrader_export",
-        description="Write the course notebooks as an nbgrader source folder (one assignment per notebook).")
-    parser.add_argument("course_dir", type=Path, help="the nbgrader course folder to write")
-    parser.add_argument("sources", nargs="+", type=Path, help="notebook files or folders of notebooks")
-    args = parser.parse_args(argv)
-    try:
-        written = export_nbgrader(args.sources, args.course_dir)
-    except ReleaseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -341,12 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nbgrader is not None:
             from .nbgrader_export import export_nbgrader  # nbgrader's layout; needs no nbgrader installed
-            sources = []
-            for src in args.paths:
-                if not src.exists():
-                    raise ReleaseError(f"{src}: no such file or folder.")
-                sources += sorted(src.glob("*.ipynb")) if src.is_dir() else [src]
-            written = export_nbgrader(sources, args.nbgrader)
+            written = export_nbgrader(args.paths, args.nbgrader)
         else:
             if len(args.paths) < 2:
                 parser.error("give the notebooks (files or folders) and then the output folder")

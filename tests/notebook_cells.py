@@ -1,10 +1,11 @@
 """Cells of a course notebook, found by their first line or their content, and run in a namespace.
 
 The exercise tests (test_exercises_*.py) run a notebook's own cells with a chosen answer in place
-of the solution; these two helpers are what they share.
+of the solution; these helpers are what they share.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -29,3 +30,20 @@ def run_cells(*sources: str, namespace: dict | None = None) -> dict:
     for source in sources:
         exec(compile(source, "<notebook cell>", "exec"), namespace)
     return namespace
+
+
+def planted(source: str, right: str, wrong: str) -> str:
+    """The solution ``source`` with one typical mistake: ``right`` (found exactly once) replaced by ``wrong``."""
+    assert source.count(right) == 1, f"planted bug: {right!r} is not in the solution exactly once"
+    return source.replace(right, wrong)
+
+
+def quick_namespace(*sources: str) -> dict:
+    """Run ``sources`` (a notebook's setup cells) in quick mode on the CPU, the environment restored after."""
+    old = dict(os.environ)
+    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
+    try:
+        return run_cells(*sources)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)

@@ -7,13 +7,12 @@ message that names the mistake.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_input_normalization.ipynb"
 
@@ -30,10 +29,6 @@ FOLD_EXERCISE = _code(starts="# EXERCISE ex01-fold-normalization")
 FOLD_CHECK = _code(starts="# CHECK ex01-fold-normalization")
 
 
-def _planted(source: str, right: str, wrong: str) -> str:
-    assert source.count(right) == 1, f"the solution no longer contains {right!r}"
-    return source.replace(right, wrong)
-
 
 # ---------------------------------------------------------------- planted bugs: ex01-channel-stats
 STATS_PER_IMAGE = '''
@@ -47,10 +42,10 @@ def streaming_channel_stats(batches):
         count += x.shape[0]
     return mean_sum / count, std_sum / count
 '''
-STATS_NO_DELTA = _planted(STATS_EXERCISE, "m2 = m2 + m2_b + delta ** 2 * (count * n_b / n)", "m2 = m2 + m2_b")
-STATS_WRONG_AXES = _planted(STATS_EXERCISE, "x = x.transpose(0, 1).reshape(x.shape[1], -1)",
+STATS_NO_DELTA = planted(STATS_EXERCISE, "m2 = m2 + m2_b + delta ** 2 * (count * n_b / n)", "m2 = m2 + m2_b")
+STATS_WRONG_AXES = planted(STATS_EXERCISE, "x = x.transpose(0, 1).reshape(x.shape[1], -1)",
                             "x = x.reshape(x.shape[1], -1)")
-STATS_UNBIASED = _planted(STATS_EXERCISE, "return mean, (m2 / count).sqrt()", "return mean, (m2 / (count - 1)).sqrt()")
+STATS_UNBIASED = planted(STATS_EXERCISE, "return mean, (m2 / count).sqrt()", "return mean, (m2 / (count - 1)).sqrt()")
 STATS_ONE_PASS = '''
 def streaming_channel_stats(batches):
     """Sums of x and x**2, then E[x**2] - E[x]**2: exact algebra, catastrophic rounding far from zero."""
@@ -64,23 +59,17 @@ def streaming_channel_stats(batches):
 '''
 
 # ---------------------------------------------------------------- planted bugs: ex01-fold-normalization
-FOLD_MULTIPLIED = _planted(FOLD_EXERCISE, "folded.weight.copy_(w / std)", "folded.weight.copy_(w * std)")
-FOLD_BIAS_DROPPED = _planted(FOLD_EXERCISE, "folded.bias.copy_(b - (w * mean / std).sum(dim=(1, 2, 3)))",
+FOLD_MULTIPLIED = planted(FOLD_EXERCISE, "folded.weight.copy_(w / std)", "folded.weight.copy_(w * std)")
+FOLD_BIAS_DROPPED = planted(FOLD_EXERCISE, "folded.bias.copy_(b - (w * mean / std).sum(dim=(1, 2, 3)))",
                              "folded.bias.copy_(-(w * mean / std).sum(dim=(1, 2, 3)))")
-FOLD_IN_PLACE = _planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)", "folded = conv")
-FOLD_NO_KERNEL_SUM = _planted(FOLD_EXERCISE, "(w * mean / std).sum(dim=(1, 2, 3))", "(w * mean / std).sum(dim=1)[:, 0, 0]")
+FOLD_IN_PLACE = planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)", "folded = conv")
+FOLD_NO_KERNEL_SUM = planted(FOLD_EXERCISE, "(w * mean / std).sum(dim=(1, 2, 3))", "(w * mean / std).sum(dim=1)[:, 0, 0]")
 
 
 @pytest.fixture(scope="module")
 def base() -> dict:
     """The namespace after the setup cell and the held-out images, in quick mode (the checks do not change it)."""
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP, FASHION)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return quick_namespace(SETUP, FASHION)
 
 
 def _run(base: dict, *sources: str) -> dict:

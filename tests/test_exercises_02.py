@@ -9,13 +9,12 @@ backward check's step-by-step messages.)
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_batch_norm.ipynb"
 
@@ -40,26 +39,22 @@ FOLD = _code(starts="# EXERCISE ex02-fold-bn")
 FOLD_PARTS = {"main": _code(starts="# CHECK ex02-fold-bn"), "robust": _code(starts="# HIDDEN CHECK ex02-fold-bn robust")}
 
 
-def _planted(source: str, right: str, wrong: str) -> str:
-    assert source.count(right) == 1, f"the solution no longer contains {right!r}"
-    return source.replace(right, wrong)
-
 
 # ---------------------------------------------------------------- planted bugs: ex02-bn-forward
-UNBIASED = _planted(FORWARD, "var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
+UNBIASED = planted(FORWARD, "var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
                     "var = x.var(dim=(0, 2, 3))")
-DETACHED = _planted(FORWARD, "mean = x.mean(dim=(0, 2, 3))  ", "mean = x.mean(dim=(0, 2, 3)).detach()  ")
-MOMENTUM_FLIPPED = _planted(FORWARD, "self.running_mean.mul_(1 - factor).add_(factor * mean)",
+DETACHED = planted(FORWARD, "mean = x.mean(dim=(0, 2, 3))  ", "mean = x.mean(dim=(0, 2, 3)).detach()  ")
+MOMENTUM_FLIPPED = planted(FORWARD, "self.running_mean.mul_(1 - factor).add_(factor * mean)",
                             "self.running_mean.mul_(factor).add_((1 - factor) * mean)")
-RUNNING_VAR_BIASED = _planted(FORWARD, "add_(factor * var * m / (m - 1))", "add_(factor * var)")
-NONE_AS_DEFAULT = _planted(FORWARD, "factor = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum",
+RUNNING_VAR_BIASED = planted(FORWARD, "add_(factor * var * m / (m - 1))", "add_(factor * var)")
+NONE_AS_DEFAULT = planted(FORWARD, "factor = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum",
                            "factor = 0.1 if self.momentum is None else self.momentum")
-UPDATES_IN_EVAL = _planted(FORWARD, "        if self.training:\n            self.num_batches_tracked += 1",
+UPDATES_IN_EVAL = planted(FORWARD, "        if self.training:\n            self.num_batches_tracked += 1",
                            "        if True:\n            self.num_batches_tracked += 1")
-GRAD_MODE = _planted(FORWARD, "        if self.training:\n", "        if torch.is_grad_enabled():\n")
-ONE_PASS = _planted(FORWARD, "var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
+GRAD_MODE = planted(FORWARD, "        if self.training:\n", "        if torch.is_grad_enabled():\n")
+ONE_PASS = planted(FORWARD, "var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
                     "var = x.pow(2).mean(dim=(0, 2, 3)) - mean.pow(2)")
-HARD_EPS = _planted(FORWARD, "torch.sqrt(var.view(1, -1, 1, 1) + self.eps)", "torch.sqrt(var.view(1, -1, 1, 1) + 1e-5)")
+HARD_EPS = planted(FORWARD, "torch.sqrt(var.view(1, -1, 1, 1) + self.eps)", "torch.sqrt(var.view(1, -1, 1, 1) + 1e-5)")
 SUBCLASS = "class MyBatchNorm2d(nn.BatchNorm2d):\n    pass\n"
 DELEGATES = '''
 class MyBatchNorm2d(nn.Module):
@@ -80,7 +75,7 @@ class MyBatchNorm2d(nn.Module):
 '''
 
 # ---------------------------------------------------------------- planted bugs: ex02-bn-backward, ex02-fold-bn
-BACKWARD_ONE_PATH = _planted(BACKWARD, 'grads["x"] = grads["centered"] + grads["mean"] / m', 'grads["x"] = grads["centered"]')
+BACKWARD_ONE_PATH = planted(BACKWARD, 'grads["x"] = grads["centered"] + grads["mean"] / m', 'grads["x"] = grads["centered"]')
 BACKWARD_BY_AUTOGRAD = '''
 def bn_backward(grad_y, nodes, weight, grads):
     """Let autograd differentiate PyTorch's batch norm instead of working the steps out."""
@@ -92,11 +87,11 @@ def bn_backward(grad_y, nodes, weight, grads):
         grads["x"], grads["weight"], grads["bias"] = torch.autograd.grad(y, (x, w, b), grad_y)
     return grads
 '''
-FOLD_NO_EPS = _planted(FOLD, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var)")
-FOLD_HARD_EPS = _planted(FOLD, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
-FOLD_INPUT_AXIS = _planted(FOLD, "conv.weight * a.view(-1, 1, 1, 1)", "conv.weight * a.view(1, -1, 1, 1)")
-FOLD_CONV_BIAS_DROPPED = _planted(FOLD, "a * (conv_bias - bn.running_mean) + bn.bias", "bn.bias - a * bn.running_mean")
-FOLD_IN_PLACE = _planted(FOLD, "fused = copy.deepcopy(conv)", "fused = conv")
+FOLD_NO_EPS = planted(FOLD, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var)")
+FOLD_HARD_EPS = planted(FOLD, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
+FOLD_INPUT_AXIS = planted(FOLD, "conv.weight * a.view(-1, 1, 1, 1)", "conv.weight * a.view(1, -1, 1, 1)")
+FOLD_CONV_BIAS_DROPPED = planted(FOLD, "a * (conv_bias - bn.running_mean) + bn.bias", "bn.bias - a * bn.running_mean")
+FOLD_IN_PLACE = planted(FOLD, "fused = copy.deepcopy(conv)", "fused = conv")
 FOLD_BY_TORCH = '''
 def fold_bn(conv, bn):
     return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
@@ -113,13 +108,8 @@ def fold_bn(conv, bn):
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    """The namespace after the setup cell, in quick mode (shared: the checks copy what they change)."""
+    return quick_namespace(SETUP)
 
 
 def _check(base: dict, answer: str, parts: dict[str, str], part: str) -> None:

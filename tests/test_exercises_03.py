@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_layer_group_instance_norm.ipynb"
 
@@ -48,29 +48,25 @@ CHECKS = {
 }
 
 
-def _replace(source: str, old: str, new: str) -> str:
-    assert source.count(old) == 1, f"planted bug: {old!r} not found once in the solution"
-    return source.replace(old, new)
-
 
 # ---------------------------------------------------------------- planted bugs (the solution with one mistake)
-LN_UNBIASED = _replace(LN, "var = (x - mean).pow(2).mean(dim=dims, keepdim=True)", "var = x.var(dim=dims, keepdim=True)")
-LN_ONE_PASS = _replace(LN, "var = (x - mean).pow(2).mean(dim=dims, keepdim=True)",
+LN_UNBIASED = planted(LN, "var = (x - mean).pow(2).mean(dim=dims, keepdim=True)", "var = x.var(dim=dims, keepdim=True)")
+LN_ONE_PASS = planted(LN, "var = (x - mean).pow(2).mean(dim=dims, keepdim=True)",
                        "var = x.pow(2).mean(dim=dims, keepdim=True) - mean.pow(2)")
-LN_FIXED_EPS = _replace(LN, "torch.sqrt(var + eps)", "torch.sqrt(var + 1e-5)")
-LN_NO_WEIGHT = _replace(LN, "        y = y * weight\n", "        y = y\n")
-LN2D_OVER_W = _replace(_replace(LN2D, "mean = x.mean(dim=1, keepdim=True)", "mean = x.mean(dim=-1, keepdim=True)"),
+LN_FIXED_EPS = planted(LN, "torch.sqrt(var + eps)", "torch.sqrt(var + 1e-5)")
+LN_NO_WEIGHT = planted(LN, "        y = y * weight\n", "        y = y\n")
+LN2D_OVER_W = planted(planted(LN2D, "mean = x.mean(dim=1, keepdim=True)", "mean = x.mean(dim=-1, keepdim=True)"),
                        "var = (x - mean).pow(2).mean(dim=1, keepdim=True)", "var = (x - mean).pow(2).mean(dim=-1, keepdim=True)")
-LN2D_UNBIASED = _replace(LN2D, "var = (x - mean).pow(2).mean(dim=1, keepdim=True)", "var = x.var(dim=1, keepdim=True)")
-LN2D_FIXED_EPS = _replace(LN2D, "torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-6)")
-GN_PER_CHANNEL = _replace(GN, "grouped = x.reshape(n, num_groups, -1)", "grouped = x.reshape(n, c, -1)")
-GN_UNBIASED = _replace(GN, "var = (grouped - mean).pow(2).mean(dim=-1, keepdim=True)", "var = grouped.var(dim=-1, keepdim=True)")
-GN_ONE_PASS = _replace(GN, "var = (grouped - mean).pow(2).mean(dim=-1, keepdim=True)",
+LN2D_UNBIASED = planted(LN2D, "var = (x - mean).pow(2).mean(dim=1, keepdim=True)", "var = x.var(dim=1, keepdim=True)")
+LN2D_FIXED_EPS = planted(LN2D, "torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-6)")
+GN_PER_CHANNEL = planted(GN, "grouped = x.reshape(n, num_groups, -1)", "grouped = x.reshape(n, c, -1)")
+GN_UNBIASED = planted(GN, "var = (grouped - mean).pow(2).mean(dim=-1, keepdim=True)", "var = grouped.var(dim=-1, keepdim=True)")
+GN_ONE_PASS = planted(GN, "var = (grouped - mean).pow(2).mean(dim=-1, keepdim=True)",
                        "var = grouped.pow(2).mean(dim=-1, keepdim=True) - mean.pow(2)")
-GN_NO_ERROR = _replace(GN, "        raise ValueError(", "        print(")
-IN_UNBIASED = _replace(IN, "var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)", "var = x.var(dim=(2, 3), keepdim=True)")
-IN_NO_BIAS = _replace(IN, "        y = y + bias.view(1, -1, 1, 1)\n", "        y = y\n")
-IN_FIXED_EPS = _replace(IN, "torch.sqrt(var + eps)", "torch.sqrt(var + 1e-5)")
+GN_NO_ERROR = planted(GN, "        raise ValueError(", "        print(")
+IN_UNBIASED = planted(IN, "var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)", "var = x.var(dim=(2, 3), keepdim=True)")
+IN_NO_BIAS = planted(IN, "        y = y + bias.view(1, -1, 1, 1)\n", "        y = y\n")
+IN_FIXED_EPS = planted(IN, "torch.sqrt(var + eps)", "torch.sqrt(var + 1e-5)")
 
 # ---------------------------------------------------------------- attacks: the library layer, called or subclassed
 LN_BY_F = '''

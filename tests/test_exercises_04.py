@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_response_norms.ipynb"
 
@@ -46,25 +46,21 @@ CHECKS = {
 }
 
 
-def _replace(source: str, old: str, new: str) -> str:
-    assert source.count(old) == 1, f"planted bug: {old!r} not found once in the solution"
-    return source.replace(old, new)
-
 
 # ---------------------------------------------------------------- planted bugs (the solution with one mistake)
-LRN_NO_ONE_OVER_N = _replace(LRN, "(k + alpha / size * window_sum", "(k + alpha * window_sum")
-LRN_CENTRED_EVEN = _replace(LRN, "F.pad(squares, (size // 2, (size - 1) // 2))", "F.pad(squares, ((size - 1) // 2, size // 2))")
-SQRT_PLAIN = _replace(SQRT, "    positive = s > 0\n", "    return s.sqrt()\n")
-SQRT_ONE_WHERE = _replace(SQRT, "    positive = s > 0\n", "    return torch.where(s > 0, s.sqrt(), torch.zeros_like(s))\n")
-SQRT_EPS = _replace(SQRT, "    positive = s > 0\n", "    return (s + 1e-12).sqrt()\n")
-GRN_SQRT_OF_SUM = _replace(GRN, "energy = torch.linalg.vector_norm(x, dim=spatial, keepdim=True)",
+LRN_NO_ONE_OVER_N = planted(LRN, "(k + alpha / size * window_sum", "(k + alpha * window_sum")
+LRN_CENTRED_EVEN = planted(LRN, "F.pad(squares, (size // 2, (size - 1) // 2))", "F.pad(squares, ((size - 1) // 2, size // 2))")
+SQRT_PLAIN = planted(SQRT, "    positive = s > 0\n", "    return s.sqrt()\n")
+SQRT_ONE_WHERE = planted(SQRT, "    positive = s > 0\n", "    return torch.where(s > 0, s.sqrt(), torch.zeros_like(s))\n")
+SQRT_EPS = planted(SQRT, "    positive = s > 0\n", "    return (s + 1e-12).sqrt()\n")
+GRN_SQRT_OF_SUM = planted(GRN, "energy = torch.linalg.vector_norm(x, dim=spatial, keepdim=True)",
                            "energy = x.pow(2).sum(dim=spatial, keepdim=True).sqrt()")
-GRN_NO_RESIDUAL = _replace(GRN, "+ beta.view(view) + x", "+ beta.view(view)")
-GRN_FIXED_EPS = _replace(GRN, "energy.mean(dim=channel, keepdim=True) + eps)", "energy.mean(dim=channel, keepdim=True) + 1e-6)")
-MODULE_ONES = _replace(MODULE, "self.weight = nn.Parameter(torch.zeros(dim))", "self.weight = nn.Parameter(torch.ones(dim))")
-MODULE_GAMMA = _replace(_replace(MODULE, "self.weight = nn.Parameter(", "self.gamma = nn.Parameter("),
+GRN_NO_RESIDUAL = planted(GRN, "+ beta.view(view) + x", "+ beta.view(view)")
+GRN_FIXED_EPS = planted(GRN, "energy.mean(dim=channel, keepdim=True) + eps)", "energy.mean(dim=channel, keepdim=True) + 1e-6)")
+MODULE_ONES = planted(MODULE, "self.weight = nn.Parameter(torch.zeros(dim))", "self.weight = nn.Parameter(torch.ones(dim))")
+MODULE_GAMMA = planted(planted(MODULE, "self.weight = nn.Parameter(", "self.gamma = nn.Parameter("),
                         "return grn_function(x, self.weight, self.bias,", "return grn_function(x, self.gamma, self.bias,")
-MODULE_LAYOUT = _replace(MODULE, "self.eps, self.channels_last)", "self.eps)")
+MODULE_LAYOUT = planted(MODULE, "self.eps, self.channels_last)", "self.eps)")
 
 # ---------------------------------------------------------------- attacks
 LRN_BY_F = '''

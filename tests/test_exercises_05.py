@@ -7,13 +7,12 @@ stub and each planted bug must fail with a message that names the mistake.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_bn_transfer_learning.ipynb"
 
@@ -77,13 +76,7 @@ PLANTED = [STATS_WHOLE_MODEL_EVAL, STATS_FREEZES_AFFINE, STATS_BY_NAME, LAYERS_B
 @pytest.fixture(scope="module")
 def base() -> dict:
     """The namespace after the setup, model and loader cells, in quick mode (shared: the checks copy the model)."""
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP, MODEL, LOADER)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return quick_namespace(SETUP, MODEL, LOADER)
 
 
 def _run(base: dict, *sources: str) -> dict:

@@ -9,13 +9,12 @@ F.batch_norm, F.group_norm, F.layer_norm) fails with cu.by_hand's message.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_norm_in_the_network.ipynb"
 
@@ -63,13 +62,7 @@ GN_ONE_PASS = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keep
 @pytest.fixture(scope="module")
 def base() -> dict:
     """The namespace after the setup and model cells, in quick mode (shared: the cells do not change it)."""
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP, MODEL)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return quick_namespace(SETUP, MODEL)
 
 
 @pytest.fixture(scope="module")

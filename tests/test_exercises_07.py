@@ -7,13 +7,12 @@ every check; the stub and each planted bug fail with a message that names the mi
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_finetuning_lab.ipynb"
 
@@ -35,52 +34,42 @@ FX_CHECKS = [_code(starts="# CHECK ex07-run-effects\n"),
              _code(starts="# HIDDEN CHECK ex07-run-effects baseline-anywhere")]
 
 
-def _planted(source: str, old: str, new: str) -> str:
-    assert old in source, old
-    return source.replace(old, new)
-
 
 # planted bugs in ImageLayerNorm: each is the solution with one typical mistake
 LN_VAR = "var = (x - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True)"
-LN_UNBIASED = _planted(LN_EXERCISE, LN_VAR, "var = x.var(dim=(1, 2, 3), keepdim=True)")
-LN_PER_CHANNEL = _planted(_planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
+LN_UNBIASED = planted(LN_EXERCISE, LN_VAR, "var = x.var(dim=(1, 2, 3), keepdim=True)")
+LN_PER_CHANNEL = planted(planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
                                    "mean = x.mean(dim=(2, 3), keepdim=True)"),
                           LN_VAR, "var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)")
-LN_DETACHED = _planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
+LN_DETACHED = planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
                        "mean = x.mean(dim=(1, 2, 3), keepdim=True).detach()")
-LN_FIXED_EPS = _planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-5)")
-LN_NO_EPS = _planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var)")
-LN_PER_PIXEL = _planted(LN_EXERCISE, "nn.Parameter(torch.ones(num_channels))",
+LN_FIXED_EPS = planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-5)")
+LN_NO_EPS = planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var)")
+LN_PER_PIXEL = planted(LN_EXERCISE, "nn.Parameter(torch.ones(num_channels))",
                         "nn.Parameter(torch.ones(num_channels, 1, 1))")
 # attacks: the library layer instead of the computation the exercise asks for
 LN_SUBCLASS = '''class ImageLayerNorm(nn.GroupNorm):
     def __init__(self, num_channels, eps=1e-5):
         super().__init__(1, num_channels, eps=eps)
 '''
-LN_DELEGATES = _planted(LN_EXERCISE, "y = (x - mean) / torch.sqrt(var + self.eps)",
+LN_DELEGATES = planted(LN_EXERCISE, "y = (x - mean) / torch.sqrt(var + self.eps)",
                         "y = F.layer_norm(x, x.shape[1:], eps=self.eps)")
 
 # planted bugs in effects_vs_baseline
-FX_ALL_ROWS = _planted(FX_EXERCISE, 'ours = [row for row in rows if row.get("run_id") in run_ids]', "ours = list(rows)")
-FX_FIRST_BASELINE = _planted(FX_EXERCISE, 'reference = [row for row in ours if row["label"] == baseline]',
+FX_ALL_ROWS = planted(FX_EXERCISE, 'ours = [row for row in rows if row.get("run_id") in run_ids]', "ours = list(rows)")
+FX_FIRST_BASELINE = planted(FX_EXERCISE, 'reference = [row for row in ours if row["label"] == baseline]',
                              'reference = [row for row in rows if row["label"] == baseline][:1]')
-FX_FRACTION = _planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '(row["val_acc"] - base_acc)')
-FX_FLIPPED = _planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '100 * (base_acc - row["val_acc"])')
-FX_FIRST_ROW = _planted(FX_EXERCISE, "reference = [row for row in ours if row[\"label\"] == baseline]",
+FX_FRACTION = planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '(row["val_acc"] - base_acc)')
+FX_FLIPPED = planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '100 * (base_acc - row["val_acc"])')
+FX_FIRST_ROW = planted(FX_EXERCISE, "reference = [row for row in ours if row[\"label\"] == baseline]",
                         "reference = ours[:1]")
-FX_NO_RAISE = _planted(FX_EXERCISE, "    if len(reference) != 1:\n        raise ValueError(", "    if False:\n        print(")
+FX_NO_RAISE = planted(FX_EXERCISE, "    if len(reference) != 1:\n        raise ValueError(", "    if False:\n        print(")
 
 
 @pytest.fixture(scope="module")
 def base() -> dict:
     """The namespace after the setup cell, in quick mode (shared: the cells do not change it)."""
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return quick_namespace(SETUP)
 
 
 def _run(base: dict, *sources: str) -> dict:

@@ -7,13 +7,12 @@ every check; the stub and each planted bug fail with a message that names the mi
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_claims_checked.ipynb"
 
@@ -31,19 +30,15 @@ UNIT_EXERCISE = _code(starts="# EXERCISE ex08-unit-filters")
 UNIT_CHECKS = [_code(starts="# CHECK ex08-unit-filters\n"), _code(starts="# HIDDEN CHECK ex08-unit-filters zero-filter")]
 
 
-def _planted(source: str, old: str, new: str) -> str:
-    assert old in source, old
-    return source.replace(old, new)
-
 
 # planted bugs in fold_bn: each is the solution with one typical mistake
-FOLD_NO_EPS = _planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var)")
-FOLD_FIXED_EPS = _planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
-FOLD_LOSES_CONV_BIAS = _planted(
+FOLD_NO_EPS = planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var)")
+FOLD_FIXED_EPS = planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
+FOLD_LOSES_CONV_BIAS = planted(
     FOLD_EXERCISE, "bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)",
     "bias = torch.zeros_like(bn.running_mean)")
-FOLD_IN_PLACE = _planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)", "folded = conv")
-FOLD_NEW_CONV = _planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)",
+FOLD_IN_PLACE = planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)", "folded = conv")
+FOLD_NEW_CONV = planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)",
                          "folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)")
 FOLD_DELEGATES = '''def fold_bn(conv, bn):
     return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
@@ -51,12 +46,12 @@ FOLD_DELEGATES = '''def fold_bn(conv, bn):
 
 # planted bugs in unit_filters
 UNIT_NORM_LINE = "norms = weight.flatten(1).pow(2).sum(dim=1).sqrt().clamp_min(eps)"
-UNIT_WHOLE_TENSOR = _planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.norm().clamp_min(eps).expand(weight.shape[0])")
-UNIT_SQUARED = _planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).clamp_min(eps)")
-UNIT_NO_CLAMP = _planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).sqrt()")
-UNIT_4D_ONLY = _planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
+UNIT_WHOLE_TENSOR = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.norm().clamp_min(eps).expand(weight.shape[0])")
+UNIT_SQUARED = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).clamp_min(eps)")
+UNIT_NO_CLAMP = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).sqrt()")
+UNIT_4D_ONLY = planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
                         "return weight / norms.view(-1, 1, 1, 1)")
-UNIT_IN_PLACE = _planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
+UNIT_IN_PLACE = planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
                          "weight /= norms.view(-1, *[1] * (weight.dim() - 1))\n    return weight")
 UNIT_DELEGATES = '''def unit_filters(weight, eps=1e-12):
     return F.normalize(weight.flatten(1), dim=1, eps=eps).view_as(weight)
@@ -66,13 +61,7 @@ UNIT_DELEGATES = '''def unit_filters(weight, eps=1e-12):
 @pytest.fixture(scope="module")
 def base() -> dict:
     """The namespace after the setup cell, in quick mode (shared: the cells do not change it)."""
-    old = dict(os.environ)
-    os.environ.update(COURSE_QUICK="1", COURSE_DEVICE="cpu", MPLBACKEND="agg")
-    try:
-        return run_cells(SETUP)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return quick_namespace(SETUP)
 
 
 def _run(base: dict, *sources: str) -> dict:

@@ -185,7 +185,9 @@ def test_broken_conventions_are_refused_like_the_release(tmp_path):
     with pytest.raises(R.ReleaseError, match="never closed"):
         X.export_nbgrader([path], tmp_path / "course")
     assert not (tmp_path / "course").exists()  # nothing written
-    assert X.main([str(tmp_path / "course"), str(path)]) == 1
+    assert R.main(["--nbgrader", str(tmp_path / "course"), str(path)]) == 1  # the command line says so too
+    assert not (tmp_path / "course").exists()
+    assert R.main(["--nbgrader", str(tmp_path / "course"), str(tmp_path / "missing.ipynb")]) == 1
 
 
 def test_config_points_nbgrader_at_the_course_folder(tmp_path):

@@ -137,6 +137,10 @@ def test_cli_writes_files_and_reports_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a readable Jupyter notebook" in err and "Traceback" not in err
     assert not (tmp_path / "out2").exists()
+    # --nbgrader: the same notebooks as an nbgrader course folder (tests/test_nbgrader.py tests its content)
+    assert release_main(["--nbgrader", str(tmp_path / "nbgrader"), str(TINY)]) == 0
+    assert (tmp_path / "nbgrader" / "source" / "tiny_exercises" / "tiny_exercises.ipynb").exists()
+    assert (tmp_path / "nbgrader" / "nbgrader_config.py").exists()
 
 
 def test_refuses_to_overwrite_the_solutions(tmp_path):
