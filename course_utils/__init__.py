@@ -37,8 +37,8 @@ from .plotting import bars, channel_histograms, curves, set_style, show_images
 from .environment import data_sources, device_report, print_report, report, versions, weight_sources
 # layers (issue 4)
 from .layers import (
-    BatchNorm2d, GlobalResponseNorm, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm, batch_norm2d,
-    fold_bn_into_conv, global_response_norm, group_norm, instance_norm2d, layer_norm, local_response_norm,
+    BatchNorm2d, GlobalResponseNorm, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm, RMSNorm, batch_norm2d,
+    fold_bn_into_conv, global_response_norm, group_norm, instance_norm2d, layer_norm, local_response_norm, rms_norm,
 )
 from .layers.figures import plot_norm_axes
 # norm layers inside a network (issue 13)

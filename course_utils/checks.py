@@ -232,7 +232,7 @@ LIBRARY_NORMS: dict[str, list[tuple[str, str]]] = {
                       ("course_utils", "instance_norm2d")],
     "local_response_norm": [("torch.nn.functional", "local_response_norm"), ("course_utils", "local_response_norm")],
     "global_response_norm": [("course_utils", "global_response_norm")],
-    "rms_norm": [("torch.nn.functional", "rms_norm"), ("torch", "rms_norm")],
+    "rms_norm": [("torch.nn.functional", "rms_norm"), ("torch", "rms_norm"), ("course_utils", "rms_norm")],
     "normalize": [("torch.nn.functional", "normalize")],
 }
 LIBRARY_LAYERS: dict[str, list[str]] = {
@@ -244,7 +244,7 @@ LIBRARY_LAYERS: dict[str, list[str]] = {
                       "course_utils:InstanceNorm2d"],
     "local_response_norm": ["torch.nn:LocalResponseNorm", "course_utils:LocalResponseNorm"],
     "global_response_norm": ["timm.layers.grn:GlobalResponseNorm", "course_utils:GlobalResponseNorm"],
-    "rms_norm": ["torch.nn:RMSNorm", "timm.layers:RmsNorm"],
+    "rms_norm": ["torch.nn:RMSNorm", "timm.layers:RmsNorm", "course_utils:RMSNorm"],
     "normalize": [],
 }
 

@@ -37,6 +37,8 @@ class Twin:
 TWINS = [
     Twin("BatchNorm2d", lambda c, h, w, **f: (L.BatchNorm2d(c, **f), nn.BatchNorm2d(c, **f)), train_needs="batch"),
     Twin("LayerNorm", lambda c, h, w, **f: (L.LayerNorm((c, h, w), **f), nn.LayerNorm((c, h, w), **f))),
+    Twin("RMSNorm", lambda c, h, w, **f: (L.RMSNorm((c, h, w), **f), nn.RMSNorm((c, h, w), **f))),
+    Twin("RMSNorm(W)", lambda c, h, w, **f: (L.RMSNorm(w, eps=1e-6, **f), nn.RMSNorm(w, eps=1e-6, **f))),
     Twin("GroupNorm(1)", lambda c, h, w, **f: (L.GroupNorm(1, c, **f), nn.GroupNorm(1, c, **f))),
     Twin("GroupNorm(C)", lambda c, h, w, **f: (L.GroupNorm(c, c, **f), nn.GroupNorm(c, c, **f))),
     Twin("InstanceNorm2d", lambda c, h, w, **f: (L.InstanceNorm2d(c, affine=True, track_running_stats=True, **f),
@@ -202,8 +204,8 @@ def test_empty_batch_behaves_as_the_reference(twin: Twin, mode: str) -> None:
             nn.InstanceNorm2d(4, affine=True)(torch.randn(0, 4, 3, 3))
 
 
-@pytest.mark.parametrize("twin", [t for t in TWINS if t.name in ("LayerNorm", "InstanceNorm2d", "LocalResponseNorm",
-                                                                 "GRN", "GRN channels_last")],
+@pytest.mark.parametrize("twin", [t for t in TWINS if t.name in ("LayerNorm", "RMSNorm", "InstanceNorm2d",
+                                                                 "LocalResponseNorm", "GRN", "GRN channels_last")],
                          ids=lambda t: t.name)
 def test_zero_channels_give_an_empty_output_like_the_reference(twin: Twin) -> None:
     x = layout(twin, torch.randn(2, 0, 3, 3))
@@ -229,6 +231,8 @@ def test_sizes_given_as_numpy_integers_are_accepted() -> None:
     pairs = [(L.BatchNorm2d(c), nn.BatchNorm2d(c)), (L.GroupNorm(np.int64(2), c), nn.GroupNorm(np.int64(2), c)),
              (L.InstanceNorm2d(c), nn.InstanceNorm2d(c)), (L.LayerNorm((c, four, four)), nn.LayerNorm((c, 4, 4))),
              (L.LayerNorm(four), nn.LayerNorm(4)), (L.LocalResponseNorm(np.int64(3)), nn.LocalResponseNorm(3)),
+             (L.RMSNorm((c, four, four)), nn.RMSNorm((4, 4, 4))), (L.RMSNorm(four), nn.RMSNorm(4)),
+             (L.RMSNorm(torch.Size([4, 4])), nn.RMSNorm(torch.Size([4, 4]))),
              (L.GlobalResponseNorm(c, channels_last=False), timm_grn.GlobalResponseNorm(4, channels_last=False))]
     x = torch.randn(2, 4, 4, 4)
     for ours, ref in pairs:

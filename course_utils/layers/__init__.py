@@ -10,10 +10,12 @@ from .group_norm import GroupNorm, group_norm
 from .instance_norm import InstanceNorm2d, instance_norm2d
 from .layer_norm import LayerNorm, layer_norm
 from .lrn import LocalResponseNorm, local_response_norm
+from .rms_norm import RMSNorm, rms_norm
 
 __all__ = [
     "BatchNorm2d", "batch_norm2d",
     "LayerNorm", "layer_norm",
+    "RMSNorm", "rms_norm",
     "GroupNorm", "group_norm",
     "InstanceNorm2d", "instance_norm2d",
     "LocalResponseNorm", "local_response_norm",
