@@ -32,7 +32,6 @@ all-reduces the parameter gradients itself, as it does for every other layer.
 from __future__ import annotations
 
 import datetime
-import math
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -105,7 +104,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def default_start_method() -> str:
-    """"fork" on Linux (unless CUDA is already in use here), "spawn" elsewhere.
+    """The start method :func:`spawn` uses unless told: "fork" on Linux (unless CUDA is in use here), else "spawn".
 
     fork copies this process, so ``fn`` can be a function defined in a notebook cell: a
     spawned child starts a fresh interpreter and must import ``fn`` by name, which fails for
@@ -144,7 +143,8 @@ def spawn(
         timeout_s: limit for the whole run, and for each collective (the process group's timeout).
         start_method: "fork" or "spawn"; None picks :func:`default_start_method`.
         port: the rendezvous port; None picks a free one (and retries on another if it is taken).
-        threads_per_process: torch's intra-op threads in each process; None shares this process's
+        threads_per_process: torch's intra-op threads in each process. Under "fork" always 1 (a
+            forked child's OpenMP threads can deadlock); under "spawn" None shares this process's
             threads out, at least one each (R processes with all threads each would fight for the cores).
 
     Raises:
@@ -166,9 +166,19 @@ def spawn(
     if method not in mp.get_all_start_methods():
         raise ValueError(f"spawn(): start_method {method!r} is not available here; choose from "
                          f"{mp.get_all_start_methods()}.")
-    if method != "fork":
+    if method == "fork":
+        # GNU OpenMP (PyTorch's CPU threads on Linux) is not fork-safe: once this process has run a
+        # parallel region, a forked child that starts one with more than one thread deadlocks
+        # (seen here with torch 2.14: a matmul on 2 threads in the child never returns). One
+        # thread per child is also what DataLoader's forked workers use, for the same reason.
+        if threads_per_process not in (None, 1):
+            raise ValueError(f"spawn(): threads_per_process={threads_per_process} needs start_method='spawn' (and "
+                             f"fn defined in a module): forked processes must stay on one thread, because OpenMP "
+                             f"threads deadlock in a child forked from a process that has used them.")
+        threads = 1
+    else:
         _check_importable(fn, method)
-    threads = threads_per_process or max(1, torch.get_num_threads() // world_size)
+        threads = threads_per_process or max(1, torch.get_num_threads() // world_size)
     ctx = mp.get_context(method)
     deadline = time.monotonic() + timeout_s
     attempts = 1 if port is not None else _PORT_ATTEMPTS
@@ -331,6 +341,9 @@ def _run_once(ctx, fn, world_size: int, args: tuple, *, backend: str, port: int,
                     for conn in [c for c, r in conns.items() if r == rank]:  # what it sent before leaving
                         if conn.poll(0):
                             receive(conn)
+                    # The sentinel fires when the child's file descriptors close, a moment before the
+                    # kernel has its exit status; join (not .exitcode) waits for that moment.
+                    procs[rank].join(timeout=1.0)
                     code = procs[rank].exitcode
                     if rank not in results and rank not in failures:
                         died[rank] = code
@@ -738,9 +751,11 @@ def convert_to_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
 
     The CPU-capable counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``: parameters
     and buffers are carried over (the same tensors), the mode too. Returns the module (a new
-    one when ``module`` itself is a BatchNorm2d); other layers are left as they are.
+    one when ``module`` itself is a BatchNorm2d); other layers, subclasses of BatchNorm2d
+    included, are left as they are.
     """
-    if isinstance(module, (nn.BatchNorm2d, BatchNorm2d)) and not isinstance(module, SyncBatchNorm2d):
+    # Exact types only: a subclass may do more (timm's BatchNormAct2d adds an activation) and would lose it.
+    if type(module) in (nn.BatchNorm2d, BatchNorm2d):
         new = SyncBatchNorm2d(module.num_features, eps=module.eps, momentum=module.momentum,
                               affine=module.affine, track_running_stats=module.track_running_stats,
                               process_group=process_group)
