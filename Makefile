@@ -2,7 +2,7 @@
 #   make lab    set up (once) and open the course in JupyterLab
 #   make test   set up (once) and run every test (what CI runs): the quick suite, then the
 #               notebooks in full mode (the students' default) and once more in the same folder
-# The two halves: make test-quick (about 13 minutes on 2 cores), make test-full (about 21).
+# The two halves: make test-quick (about 21 minutes on 2 cores), make test-full (about 20).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

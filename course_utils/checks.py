@@ -143,14 +143,15 @@ def passed(exercise: str, part: str | None = None) -> None:
     print(f"\u2714 {exercise}{f' ({part})' if part else ''}: all checks passed")
 
 
-def answer_or_reference(exercise: str, answer, reference):
-    """The student's ``answer`` if the exercise's main check passed in this kernel, else ``reference``.
+def answer_or_reference(exercise: str, answer, reference, *, parts: Sequence[str] = ()):
+    """The student's ``answer`` if the exercise's main check (and the check ``parts`` named) passed, else ``reference``.
 
     Cells after an exercise build on its answer (the student's BN goes into a network); with
     a wrong or missing answer they would fail too and cost points that are not theirs to
-    lose. They use the course's reference instead, and say so.
+    lose. They use the course's reference instead, and say so. Name in ``parts`` every
+    separately checked part the cell relies on (eval mode, initialisation, ...).
     """
-    if (exercise, None) in PASSED:
+    if (exercise, None) in PASSED and all((exercise, part) in PASSED for part in parts):
         return answer
     name = getattr(reference, "__qualname__", None) or type(reference).__name__
     print(f"Note: {exercise} has not passed its check, so the cells below use the course's "

@@ -91,7 +91,12 @@ def test_answer_or_reference_uses_the_answer_only_after_its_check_passed(capsys)
     assert cu.answer_or_reference("ex-test-fallback", mine, torch.relu) is torch.relu
     cu.passed("ex-test-fallback")
     assert cu.answer_or_reference("ex-test-fallback", mine, torch.relu) is mine
-    C.PASSED.discard(("ex-test-fallback", None))
+    # a cell that relies on a separately checked part waits for that part too
+    assert cu.answer_or_reference("ex-test-fallback", mine, torch.relu, parts=("eval",)) is torch.relu
+    cu.passed("ex-test-fallback", "eval")
+    assert cu.answer_or_reference("ex-test-fallback", mine, torch.relu, parts=("eval",)) is mine
+    for part in (None, "part", "eval"):
+        C.PASSED.discard(("ex-test-fallback", part))
 
 
 @pytest.mark.parametrize("value, answer, kwargs, ok", [

@@ -255,9 +255,11 @@ def test_later_cells_use_the_reference_until_the_check_passes(base, capsys):
     run_cells(FOLD_PARTS["main"], 'fold = cu.answer_or_reference("ex02-fold-bn", fold_bn, cu.fold_bn_into_conv)',
               namespace=ns)
     assert ns["fold"] is ns["fold_bn"]
-    layer_cell = _code(contains='cu.answer_or_reference("ex02-bn-forward", MyBatchNorm2d, cu.BatchNorm2d)')
+    layer_cell = _code(contains='cu.answer_or_reference("ex02-bn-forward", MyBatchNorm2d, cu.BatchNorm2d')
     first = layer_cell.split("\n")[0]
     run_cells(FORWARD, first, namespace=ns)
     assert ns["BatchNormLayer"] is ns["cu"].BatchNorm2d
-    run_cells(FORWARD_MAIN, first, namespace=ns)
+    run_cells(FORWARD_MAIN, first, namespace=ns)  # the main check alone: the cell also needs eval mode checked
+    assert ns["BatchNormLayer"] is ns["cu"].BatchNorm2d
+    run_cells(FORWARD_PARTS["eval"], first, namespace=ns)
     assert ns["BatchNormLayer"] is ns["MyBatchNorm2d"]
