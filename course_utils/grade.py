@@ -328,7 +328,7 @@ def score(solution, where: dict, edited: dict, outcomes: dict, nb, timeout: floa
             status = PASSED if checks else ERROR
         elif MISSING in statuses:
             status = MISSING
-        elif earned > 0 or PASSED in statuses:
+        elif earned > 0:  # (a right-format but wrong prediction passes only its 0-point check: failed)
             status = PARTIAL
         else:
             status = ERROR if ERROR in statuses else FAILED

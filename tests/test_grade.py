@@ -101,6 +101,9 @@ def make_submissions(folder: Path) -> dict[str, Path]:
     subs["tuned"] = write(replace_body(tiny(), "ex90-channel-mean", "return x.mean(dim=(0, 2, 3))",
                                        "return torch.stack([x[:, c].mean() for c in range(3)])"),
                           folder / "tuned.ipynb")
+    # a prediction in the right form but wrong: its 0-point "recorded" check passes, the graded one does not
+    subs["wrong_prediction"] = write(replace_body(tiny(), "ex90-predict-max", "predict_max = 1.0", "predict_max = 0.5"),
+                                     folder / "wrong_prediction.ipynb")
     for name in ("colab_saved", "not_a_notebook", "other_exercises"):
         subs[name] = Path(shutil.copy(FIXTURES / f"{name}.ipynb", folder / f"{name}.ipynb"))
     return subs
@@ -150,7 +153,7 @@ def test_every_submission_gets_a_row_and_the_exit_code_says_not_all_passed(batch
     assert set(rows) == set(subs)
     assert code == 1 and report["all_passed"] is False
     graded = [r for r in rows.values() if r["status"] == "graded"]
-    assert len(graded) == 12 and all(r["max_points"] == 7 and r["written_points"] == 2 for r in graded)
+    assert len(graded) == 13 and all(r["max_points"] == 7 and r["written_points"] == 2 for r in graded)
     assert report["points"] == sum(r["points"] for r in rows.values())
 
 
@@ -183,6 +186,14 @@ def test_one_wrong_answer_loses_only_that_checks_points(batch):
     wrong = row["items"][0]
     assert wrong["message"].startswith("CheckFailed: min_max(x): differs from the reference")
     assert row["other_errors"] == []  # the cell after the exercise used the reference instead
+
+
+def test_a_wrong_prediction_fails_and_says_what_the_experiment_shows(batch):
+    row = batch[2]["wrong_prediction"]
+    assert statuses(row) == {**ALL_PASSED, "ex90-predict-max": "failed"} and points(row)["ex90-predict-max"] == 0
+    assert check_statuses(row, "ex90-predict-max") == {"ex90-predict-max/recorded": "passed",
+                                                       "ex90-predict-max": "failed"}
+    assert "you predicted 0.5; the experiment gives about 1" in row["items"][1]["message"]
 
 
 def test_editing_a_check_is_flagged_and_deleting_one_does_not_help(batch):
