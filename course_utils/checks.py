@@ -154,7 +154,8 @@ def answer_or_reference(exercise: str, answer, reference, *, parts: Sequence[str
     if (exercise, None) in PASSED and all((exercise, part) in PASSED for part in parts):
         return answer
     name = getattr(reference, "__qualname__", None) or type(reference).__name__
-    print(f"Note: {exercise} has not passed its check, so the cells below use the course's "
+    which = "its check" + (f" and its {', '.join(parts)} check{'s' if len(parts) > 1 else ''}" if parts else "")
+    print(f"Note: {exercise} has not passed {which} yet, so the cells below use the course's "
           f"reference ({name}) instead of your answer. Fix the exercise and re-run its check to use yours.")
     return reference
 

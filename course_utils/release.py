@@ -86,7 +86,7 @@ def exercise_id(cell) -> str | None:
 
 
 def exercise_kind(cell) -> str | None:
-    """"code" for an ``# EXERCISE`` cell, "predict" for a ``# PREDICT`` cell, else None."""
+    """The kind of an exercise cell: "code" for ``# EXERCISE``, "predict" for ``# PREDICT``, else None."""
     if cell.cell_type != "code":
         return None
     m = EXERCISE_RE.match(_first_line(cell))
