@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
+
+from course_utils.checks import CheckFailed
 
 from course_utils.release import release_notebook
 
@@ -47,3 +50,25 @@ def quick_namespace(*sources: str) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def run_from(base: dict, *sources: str) -> dict:
+    """Execute ``sources`` in a copy of the namespace ``base`` (a module fixture several tests share)."""
+    return run_cells(*sources, namespace=dict(base))
+
+
+def run_allowing_failure(namespace: dict, *sources: str) -> None:
+    """Execute ``sources``, going on when a check fails: earlier check cells define helpers later ones use."""
+    for source in sources:
+        try:
+            run_cells(source, namespace=namespace)
+        except (CheckFailed, NotImplementedError):
+            pass
+
+
+def failure_message(namespace: dict, *checks: str, before: tuple[str, ...] = ()) -> str:
+    """Run ``before`` (failing or not), then ``checks``, which must fail; the failure's message."""
+    run_allowing_failure(namespace, *before)
+    with pytest.raises((CheckFailed, NotImplementedError)) as failure:
+        run_cells(*checks, namespace=namespace)
+    return str(failure.value)

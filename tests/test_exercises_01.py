@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, quick_namespace, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells, run_from
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_input_normalization.ipynb"
 
@@ -72,9 +72,6 @@ def base() -> dict:
     return quick_namespace(SETUP, FASHION)
 
 
-def _run(base: dict, *sources: str) -> dict:
-    return run_cells(*sources, namespace=dict(base))
-
 
 @pytest.mark.parametrize("planted", [STATS_NO_DELTA, STATS_WRONG_AXES, STATS_UNBIASED,
                                      FOLD_MULTIPLIED, FOLD_BIAS_DROPPED, FOLD_IN_PLACE, FOLD_NO_KERNEL_SUM])
@@ -83,13 +80,13 @@ def test_each_planted_bug_changes_the_solution(planted):
 
 
 def test_channel_stats_check_passes_the_solution(base, capsys):
-    _run(base, STATS_EXERCISE, STATS_CHECK)
+    run_from(base, STATS_EXERCISE, STATS_CHECK)
     assert "ex01-channel-stats: all checks passed" in capsys.readouterr().out
 
 
 def test_channel_stats_check_fails_on_the_student_version(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex01-channel-stats", student=True), STATS_CHECK)
+        run_from(base, _code(starts="# EXERCISE ex01-channel-stats", student=True), STATS_CHECK)
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -102,17 +99,17 @@ def test_channel_stats_check_fails_on_the_student_version(base):
         "unbiased std", "E[x^2] - E[x]^2"])
 def test_channel_stats_check_names_the_planted_bug(base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, STATS_CHECK)
+        run_from(base, answer, STATS_CHECK)
 
 
 def test_fold_check_passes_the_solution(base, capsys):
-    _run(base, FOLD_EXERCISE, FOLD_CHECK)
+    run_from(base, FOLD_EXERCISE, FOLD_CHECK)
     assert "ex01-fold-normalization: all checks passed" in capsys.readouterr().out
 
 
 def test_fold_check_fails_on_the_student_version(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex01-fold-normalization", student=True), FOLD_CHECK)
+        run_from(base, _code(starts="# EXERCISE ex01-fold-normalization", student=True), FOLD_CHECK)
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -123,12 +120,12 @@ def test_fold_check_fails_on_the_student_version(base):
 ], ids=["weight times std", "conv bias dropped", "folded in place", "bias not summed over the kernel"])
 def test_fold_check_names_the_planted_bug(base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, FOLD_CHECK)
+        run_from(base, answer, FOLD_CHECK)
 
 
 def test_later_cells_fall_back_to_the_reference_when_the_check_failed(base, capsys):
     """cu.answer_or_reference gives the student's function after its check passed, the course's otherwise."""
-    ns = _run(base, "cu.checks.PASSED.discard(('ex01-fold-normalization', None))", FOLD_MULTIPLIED)
+    ns = run_from(base, "cu.checks.PASSED.discard(('ex01-fold-normalization', None))", FOLD_MULTIPLIED)
     with pytest.raises(CheckFailed):
         run_cells(FOLD_CHECK, namespace=ns)
     fold_cell = _code(contains="fold_plain = cu.answer_or_reference(")

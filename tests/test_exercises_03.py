@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, run_cells
+from notebook_cells import code_cell, failure_message, planted, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_layer_group_instance_norm.ipynb"
 
@@ -120,15 +120,7 @@ PLANTED = [LN_UNBIASED, LN_ONE_PASS, LN_FIXED_EPS, LN_NO_WEIGHT, LN2D_OVER_W, LN
 
 def _fails(answer: str, *checks: str, before: tuple[str, ...] = ()) -> str:
     """Run the setup, ``answer`` and the check cells (``before`` may fail: they define helpers); the last must fail."""
-    namespace = run_cells(SETUP, answer)
-    for source in before:
-        try:
-            run_cells(source, namespace=namespace)
-        except (CheckFailed, NotImplementedError):
-            pass
-    with pytest.raises((CheckFailed, NotImplementedError)) as failure:
-        run_cells(*checks, namespace=namespace)
-    return str(failure.value)
+    return failure_message(run_cells(SETUP, answer), *checks, before=before)
 
 
 @pytest.mark.parametrize("planted", PLANTED)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, run_cells
+from notebook_cells import code_cell, failure_message, planted, run_cells
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_response_norms.ipynb"
 
@@ -92,15 +92,7 @@ PLANTED = [LRN_NO_ONE_OVER_N, LRN_CENTRED_EVEN, SQRT_PLAIN, SQRT_ONE_WHERE, SQRT
 def _fails(exercise: str, answer: str, *checks: str, before: tuple[str, ...] = ()) -> str:
     """Run the setup, the cells ``exercise`` builds on, ``answer``, then the check cells: ``before`` may fail
     (they define helpers the later checks use), the last ones must; returns the failure message."""
-    namespace = run_cells(SETUP, *CHECKS[exercise][0], answer)
-    for source in before:
-        try:
-            run_cells(source, namespace=namespace)
-        except (CheckFailed, NotImplementedError):
-            pass
-    with pytest.raises((CheckFailed, NotImplementedError)) as failure:
-        run_cells(*checks, namespace=namespace)
-    return str(failure.value)
+    return failure_message(run_cells(SETUP, *CHECKS[exercise][0], answer), *checks, before=before)
 
 
 @pytest.mark.parametrize("planted", PLANTED)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, quick_namespace, run_cells
+from notebook_cells import code_cell, quick_namespace, run_cells, run_from
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_bn_transfer_learning.ipynb"
 
@@ -79,9 +79,6 @@ def base() -> dict:
     return quick_namespace(SETUP, MODEL, LOADER)
 
 
-def _run(base: dict, *sources: str) -> dict:
-    return run_cells(*sources, namespace=dict(base))
-
 
 @pytest.mark.parametrize("planted", PLANTED)
 def test_each_planted_bug_changes_the_solution(planted):
@@ -91,7 +88,7 @@ def test_each_planted_bug_changes_the_solution(planted):
 # ------------------------------------------------------------------ ex05-freeze-bn-stats
 
 def test_freeze_bn_stats_checks_pass_the_solution(base, capsys):
-    _run(base, STATS_EXERCISE, STATS_CHECK, STATS_ONLY_BN)
+    run_from(base, STATS_EXERCISE, STATS_CHECK, STATS_ONLY_BN)
     out = capsys.readouterr().out
     assert "ex05-freeze-bn-stats: all checks passed" in out
     assert "ex05-freeze-bn-stats (only-bn): all checks passed" in out
@@ -100,7 +97,7 @@ def test_freeze_bn_stats_checks_pass_the_solution(base, capsys):
 @pytest.mark.parametrize("check", [STATS_CHECK, STATS_ONLY_BN], ids=["main", "only-bn"])
 def test_freeze_bn_stats_checks_fail_on_the_student_version(base, check):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex05-freeze-bn-stats", student=True), check)
+        run_from(base, _code(starts="# EXERCISE ex05-freeze-bn-stats", student=True), check)
 
 
 @pytest.mark.parametrize("answer, check, expected", [
@@ -111,19 +108,19 @@ def test_freeze_bn_stats_checks_fail_on_the_student_version(base, check):
 ], ids=["whole-model-eval", "freezes-affine", "freezes-affine-only-bn", "by-name"])
 def test_freeze_bn_stats_checks_name_the_planted_bug(base, answer, check, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, check)
+        run_from(base, answer, check)
 
 
 def test_whole_model_eval_still_freezes_the_statistics(base, capsys):
     """Partial credit: model.eval() keeps the statistics (main check) and fails only the only-bn part."""
-    _run(base, STATS_WHOLE_MODEL_EVAL, STATS_CHECK)
+    run_from(base, STATS_WHOLE_MODEL_EVAL, STATS_CHECK)
     assert "ex05-freeze-bn-stats: all checks passed" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ ex05-freeze-layers
 
 def test_freeze_layers_checks_pass_the_solution(base, capsys):
-    _run(base, LAYERS_EXERCISE, LAYERS_CHECK, LAYERS_HIDDEN)
+    run_from(base, LAYERS_EXERCISE, LAYERS_CHECK, LAYERS_HIDDEN)
     out = capsys.readouterr().out
     assert "ex05-freeze-layers: all checks passed" in out
     assert "ex05-freeze-layers (reapplied): all checks passed" in out
@@ -131,7 +128,7 @@ def test_freeze_layers_checks_pass_the_solution(base, capsys):
 
 def test_freeze_layers_check_fails_on_the_student_version(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex05-freeze-layers", student=True), LAYERS_CHECK)
+        run_from(base, _code(starts="# EXERCISE ex05-freeze-layers", student=True), LAYERS_CHECK)
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -141,11 +138,11 @@ def test_freeze_layers_check_fails_on_the_student_version(base):
 ], ids=["by-name", "sets-eval"])
 def test_freeze_layers_check_names_the_planted_bug(base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, LAYERS_CHECK)
+        run_from(base, answer, LAYERS_CHECK)
 
 
 def test_freeze_layers_hidden_check_catches_an_answer_tuned_to_fresh_models(base, capsys):
-    ns = _run(base, LAYERS_ONLY_FREEZES, LAYERS_CHECK)  # the visible check only sees fresh models
+    ns = run_from(base, LAYERS_ONLY_FREEZES, LAYERS_CHECK)  # the visible check only sees fresh models
     assert "ex05-freeze-layers: all checks passed" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match=r"frozen before with another strategy.*'none'.*should train but are frozen"):
         run_cells(LAYERS_HIDDEN, namespace=ns)
@@ -153,7 +150,7 @@ def test_freeze_layers_hidden_check_catches_an_answer_tuned_to_fresh_models(base
 
 def test_the_runs_fall_back_to_cu_freeze(base, capsys):
     """The freezing runs use the student's function only once its check has passed."""
-    ns = _run(base, _code(starts="# EXERCISE ex05-freeze-layers", student=True))
+    ns = run_from(base, _code(starts="# EXERCISE ex05-freeze-layers", student=True))
     import course_utils as cu
     cu.checks.PASSED.discard(("ex05-freeze-layers", None))
     assert cu.answer_or_reference("ex05-freeze-layers", ns["freeze_layers"], cu.freeze) is cu.freeze

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, quick_namespace, run_cells
+from notebook_cells import code_cell, quick_namespace, run_cells, run_from
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_norm_in_the_network.ipynb"
 
@@ -77,9 +77,6 @@ def gn_base(base) -> dict:
     return run_cells(HELPERS, GN_CURVES, namespace=dict(base))
 
 
-def _run(base: dict, *sources: str) -> dict:
-    return run_cells(*sources, namespace=dict(base))
-
 
 # delegation attacks: each answer gets the right numbers by calling the library code it is asked to write
 BN_SUBCLASS = "# EXERCISE ex06-bn-network\nclass NetBatchNorm2d(nn.BatchNorm2d):\n    pass\n"
@@ -106,7 +103,7 @@ def test_each_planted_bug_changes_the_solution(planted):
 
 
 def test_bn_checks_pass_the_solution(bn_base, capsys):
-    _run(bn_base, BN_EXERCISE, *BN_CHECKS)
+    run_from(bn_base, BN_EXERCISE, *BN_CHECKS)
     out = capsys.readouterr().out
     for part in ("", " (one-layer)", " (logits)", " (momentum-none)"):
         assert f"ex06-bn-network{part}: all checks passed" in out
@@ -118,16 +115,16 @@ def test_bn_checks_pass_the_solution(bn_base, capsys):
 ])
 def test_bn_check_names_the_planted_bug(bn_base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(bn_base, answer, BN_CHECK_LAYER)
+        run_from(bn_base, answer, BN_CHECK_LAYER)
 
 
 def test_bn_training_check_sees_the_unbiased_variance(bn_base):
     with pytest.raises(CheckFailed, match="loss curve drifts from torch.nn's"):
-        _run(bn_base, BN_UNBIASED, BN_CHECK)
+        run_from(bn_base, BN_UNBIASED, BN_CHECK)
 
 
 def test_bn_hidden_check_catches_a_fixed_momentum(bn_base, capsys):
-    ns = _run(bn_base, BN_MOMENTUM_ALWAYS, BN_CHECK_LAYER)  # the visible check uses momentum=0.1
+    ns = run_from(bn_base, BN_MOMENTUM_ALWAYS, BN_CHECK_LAYER)  # the visible check uses momentum=0.1
     assert "ex06-bn-network (one-layer): all checks passed" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match=r"momentum=None.*1 / num_batches_tracked"):
         run_cells(BN_HIDDEN, namespace=ns)
@@ -138,7 +135,7 @@ def test_bn_checks_fail_on_the_student_version(bn_base, check):
     """Each visible check cell on its own (none needs another's definitions)."""
     student = _code(starts="# EXERCISE ex06-bn-network", student=True)
     with pytest.raises(NotImplementedError, match="ex06-bn-network: your code here"):
-        _run(bn_base, student, BN_CHECKS[check])
+        run_from(bn_base, student, BN_CHECKS[check])
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -148,11 +145,11 @@ def test_bn_checks_fail_on_the_student_version(bn_base, check):
 @pytest.mark.parametrize("check", range(3), ids=["one-layer", "logits", "main"])
 def test_bn_checks_refuse_delegation(bn_base, answer, expected, check):
     with pytest.raises(CheckFailed, match=expected):
-        _run(bn_base, answer, BN_CHECKS[check])
+        run_from(bn_base, answer, BN_CHECKS[check])
 
 
 def test_gn_checks_pass_the_solution(gn_base, capsys):
-    _run(gn_base, GN_EXERCISE, *GN_CHECKS)
+    run_from(gn_base, GN_EXERCISE, *GN_CHECKS)
     out = capsys.readouterr().out
     for part in ("", " (training)", " (other-shapes)"):
         assert f"ex06-gn-network{part}: all checks passed" in out
@@ -165,18 +162,18 @@ def test_gn_checks_pass_the_solution(gn_base, capsys):
 ])
 def test_gn_check_names_the_planted_bug(gn_base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(gn_base, answer, GN_CHECK)
+        run_from(gn_base, answer, GN_CHECK)
 
 
 @pytest.mark.parametrize("check", range(2), ids=["main", "training"])
 def test_gn_checks_fail_on_the_student_version(gn_base, check):
     student = _code(starts="# EXERCISE ex06-gn-network", student=True)
     with pytest.raises(NotImplementedError, match="ex06-gn-network: your code here"):
-        _run(gn_base, student, GN_CHECKS[check])
+        run_from(gn_base, student, GN_CHECKS[check])
 
 
 def test_gn_hidden_check_catches_a_fixed_eps(gn_base, capsys):
-    ns = _run(gn_base, GN_FIXED_EPS, GN_CHECK)  # the visible checks use the default eps
+    ns = run_from(gn_base, GN_FIXED_EPS, GN_CHECK)  # the visible checks use the default eps
     assert "ex06-gn-network: all checks passed" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match=r"eps=1e-3 .*use self\.eps"):
         run_cells(GN_HIDDEN, namespace=ns)
@@ -191,7 +188,7 @@ def test_gn_hidden_check_catches_a_fixed_eps(gn_base, capsys):
 @pytest.mark.parametrize("check", range(2), ids=["main", "training"])
 def test_gn_checks_refuse_delegation(gn_base, answer, expected, check):
     with pytest.raises(CheckFailed, match=expected):
-        _run(gn_base, answer, GN_CHECKS[check])
+        run_from(gn_base, answer, GN_CHECKS[check])
 
 
 def test_the_curves_use_the_students_bn_only_after_its_check(base, capsys):
@@ -200,6 +197,6 @@ def test_the_curves_use_the_students_bn_only_after_its_check(base, capsys):
     cell = _code(starts="your_bn = ")
     assert cell.startswith('your_bn = cu.answer_or_reference("ex06-bn-network", NetBatchNorm2d, cu.BatchNorm2d)')
     cu.checks.PASSED.discard(("ex06-bn-network", None))
-    ns = _run(base, _code(starts="# EXERCISE ex06-bn-network", student=True))
+    ns = run_from(base, _code(starts="# EXERCISE ex06-bn-network", student=True))
     assert cu.answer_or_reference("ex06-bn-network", ns["NetBatchNorm2d"], cu.BatchNorm2d) is cu.BatchNorm2d
     assert "has not passed its check" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, quick_namespace, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells, run_from
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_finetuning_lab.ipynb"
 
@@ -72,9 +72,6 @@ def base() -> dict:
     return quick_namespace(SETUP)
 
 
-def _run(base: dict, *sources: str) -> dict:
-    return run_cells(*sources, namespace=dict(base))
-
 
 @pytest.mark.parametrize("planted", [LN_UNBIASED, LN_PER_CHANNEL, LN_DETACHED, LN_FIXED_EPS, LN_NO_EPS, LN_PER_PIXEL,
                                      LN_DELEGATES, FX_ALL_ROWS, FX_FIRST_BASELINE, FX_FRACTION, FX_FLIPPED,
@@ -86,7 +83,7 @@ def test_each_planted_bug_changes_the_solution(planted):
 # ---------------------------------------------------------------- ex07-image-layer-norm
 
 def test_image_layer_norm_solution_passes_every_check(base, capsys):
-    _run(base, LN_EXERCISE, *LN_CHECKS)
+    run_from(base, LN_EXERCISE, *LN_CHECKS)
     out = capsys.readouterr().out
     for part in ("ex07-image-layer-norm: ", "ex07-image-layer-norm (gradients)", "ex07-image-layer-norm (eps)"):
         assert part in out, out
@@ -94,7 +91,7 @@ def test_image_layer_norm_solution_passes_every_check(base, capsys):
 
 def test_image_layer_norm_student_version_fails(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex07-image-layer-norm", student=True), LN_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex07-image-layer-norm", student=True), LN_CHECKS[0])
 
 
 @pytest.mark.parametrize("answer, checks, expected", [
@@ -107,12 +104,12 @@ def test_image_layer_norm_student_version_fails(base):
 ], ids=["unbiased", "per-channel", "per-pixel-weight", "detached-mean", "fixed-eps", "no-eps"])
 def test_image_layer_norm_checks_name_the_planted_bug(base, answer, checks, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, *checks)
+        run_from(base, answer, *checks)
 
 
 def test_only_the_gradient_check_catches_a_detached_mean(base):
     """Partial credit: a detached mean gives the right outputs, so the main check passes and the gradients part fails."""
-    namespace = _run(base, LN_DETACHED, LN_CHECKS[0])
+    namespace = run_from(base, LN_DETACHED, LN_CHECKS[0])
     with pytest.raises(CheckFailed, match="gradients of ImageLayerNorm"):
         run_cells(LN_CHECKS[1], namespace=namespace)
 
@@ -124,13 +121,13 @@ def test_only_the_gradient_check_catches_a_detached_mean(base):
 def test_image_layer_norm_refuses_the_library_layer(base, attack, expected):
     for check in LN_CHECKS:
         with pytest.raises(CheckFailed, match=expected):
-            _run(base, attack, LN_CHECKS[0] if check is not LN_CHECKS[0] else "", check)
+            run_from(base, attack, LN_CHECKS[0] if check is not LN_CHECKS[0] else "", check)
 
 
 # ---------------------------------------------------------------- ex07-run-effects
 
 def test_run_effects_solution_passes_every_check(base, capsys):
-    _run(base, FX_EXERCISE, *FX_CHECKS)
+    run_from(base, FX_EXERCISE, *FX_CHECKS)
     out = capsys.readouterr().out
     for part in ("ex07-run-effects: ", "ex07-run-effects (shared-log)", "ex07-run-effects (baseline-anywhere)"):
         assert part in out, out
@@ -138,7 +135,7 @@ def test_run_effects_solution_passes_every_check(base, capsys):
 
 def test_run_effects_student_version_fails(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex07-run-effects", student=True), FX_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex07-run-effects", student=True), FX_CHECKS[0])
 
 
 @pytest.mark.parametrize("answer, checks, expected", [
@@ -151,11 +148,11 @@ def test_run_effects_student_version_fails(base):
 ], ids=["fraction", "flipped", "all-rows", "first-baseline-in-log", "first-row-is-baseline", "no-ValueError"])
 def test_run_effects_checks_name_the_planted_bug(base, answer, checks, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, *checks)
+        run_from(base, answer, *checks)
 
 
 def test_run_effects_main_check_passes_a_session_only_answer(base):
     """Partial credit: ignoring run_ids is right for a log of one session, wrong for a shared one."""
-    namespace = _run(base, FX_ALL_ROWS, FX_CHECKS[0])
+    namespace = run_from(base, FX_ALL_ROWS, FX_CHECKS[0])
     with pytest.raises(CheckFailed):
         run_cells(FX_CHECKS[1], namespace=namespace)

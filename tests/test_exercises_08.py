@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, quick_namespace, run_cells
+from notebook_cells import code_cell, planted, quick_namespace, run_cells, run_from
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_claims_checked.ipynb"
 
@@ -64,9 +64,6 @@ def base() -> dict:
     return quick_namespace(SETUP)
 
 
-def _run(base: dict, *sources: str) -> dict:
-    return run_cells(*sources, namespace=dict(base))
-
 
 @pytest.mark.parametrize("planted", [FOLD_NO_EPS, FOLD_FIXED_EPS, FOLD_LOSES_CONV_BIAS, FOLD_IN_PLACE, FOLD_NEW_CONV,
                                      UNIT_WHOLE_TENSOR, UNIT_SQUARED, UNIT_NO_CLAMP, UNIT_4D_ONLY, UNIT_IN_PLACE])
@@ -77,7 +74,7 @@ def test_each_planted_bug_changes_the_solution(planted):
 # ---------------------------------------------------------------- ex08-fold-bn
 
 def test_fold_bn_solution_passes_every_check(base, capsys):
-    _run(base, FOLD_EXERCISE, *FOLD_CHECKS)
+    run_from(base, FOLD_EXERCISE, *FOLD_CHECKS)
     out = capsys.readouterr().out
     for part in ("ex08-fold-bn: ", "ex08-fold-bn (unchanged)", "ex08-fold-bn (stride-groups-eps)"):
         assert part in out, out
@@ -85,7 +82,7 @@ def test_fold_bn_solution_passes_every_check(base, capsys):
 
 def test_fold_bn_student_version_fails(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex08-fold-bn", student=True), FOLD_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex08-fold-bn", student=True), FOLD_CHECKS[0])
 
 
 @pytest.mark.parametrize("answer, checks, expected", [
@@ -98,12 +95,12 @@ def test_fold_bn_student_version_fails(base):
 ], ids=["no-eps", "loses-conv-bias", "in-place", "fixed-eps", "new-conv-without-stride", "calls-fuse_conv_bn_eval"])
 def test_fold_bn_checks_name_the_planted_bug(base, answer, checks, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, *checks)
+        run_from(base, answer, *checks)
 
 
 def test_fold_bn_parts_score_separately(base):
     """Partial credit: folding in place gives the right outputs; only the 'unchanged' part fails."""
-    namespace = _run(base, FOLD_IN_PLACE, FOLD_CHECKS[0])
+    namespace = run_from(base, FOLD_IN_PLACE, FOLD_CHECKS[0])
     with pytest.raises(CheckFailed, match="leave the originals"):
         run_cells(FOLD_CHECKS[1], namespace=namespace)
     run_cells(FOLD_CHECKS[2], namespace=namespace)  # the hidden part tests the outputs too: it passes
@@ -112,14 +109,14 @@ def test_fold_bn_parts_score_separately(base):
 # ---------------------------------------------------------------- ex08-unit-filters
 
 def test_unit_filters_solution_passes_every_check(base, capsys):
-    _run(base, UNIT_EXERCISE, *UNIT_CHECKS)
+    run_from(base, UNIT_EXERCISE, *UNIT_CHECKS)
     out = capsys.readouterr().out
     assert "ex08-unit-filters: " in out and "ex08-unit-filters (zero-filter)" in out, out
 
 
 def test_unit_filters_student_version_fails(base):
     with pytest.raises(NotImplementedError):
-        _run(base, _code(starts="# EXERCISE ex08-unit-filters", student=True), UNIT_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex08-unit-filters", student=True), UNIT_CHECKS[0])
 
 
 @pytest.mark.parametrize("answer, checks, expected", [
@@ -132,4 +129,4 @@ def test_unit_filters_student_version_fails(base):
 ], ids=["whole-tensor-norm", "squared-norm", "in-place", "no-clamp", "4-D-only", "calls-F.normalize"])
 def test_unit_filters_checks_name_the_planted_bug(base, answer, checks, expected):
     with pytest.raises(CheckFailed, match=expected):
-        _run(base, answer, *checks)
+        run_from(base, answer, *checks)
