@@ -374,10 +374,9 @@ def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | 
         grader_cells = set(where.values()) | {INTEGRITY_CELL_ID}
         code_num = {c.get("id"): k for k, c in enumerate(c for c in prepared.cells if c.cell_type == "code")}
         for cid, row in outcomes.items():
-            status, msg = _check_status(row, timeout)
             # a skipped cell (e.g. # NBVAL_SKIP on a slow demonstration) is not an error of the student's
             if cid not in grader_cells and row["outcome"] == "failed":
-                result.other_errors.append(f"Cell {code_num.get(cid, '?')}: {msg}")
+                result.other_errors.append(f"Cell {code_num.get(cid, '?')}: {_check_status(row, timeout)[1]}")
         auto = [i for i in result.items if i.kind != "written"]
         result.points = sum(i.points for i in auto)
         result.max_points = sum(i.max_points for i in auto)
