@@ -42,11 +42,15 @@ $(STAMP): $(PY) pyproject.toml $(CONSTRAINTS)
 
 # Strip outputs, execution counts and editor metadata from notebooks as they are
 # staged (nbstripout as a git filter, this clone only); --keep-id keeps cell ids stable.
+# Test fixtures are stored as they are: a Colab-saved submission must keep Colab's metadata.
+FIXTURE_ATTR := tests/fixtures/*.ipynb -filter
 git-filter:
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 		$(PY) -m nbstripout --install && \
 		git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
 		git config filter.nbstripout.extrakeys "$(NBSTRIP_EXTRA)" && \
+		attrs="$$(git rev-parse --git-path info/attributes)" && \
+		{ grep -qxF '$(FIXTURE_ATTR)' "$$attrs" || echo '$(FIXTURE_ATTR)' >> "$$attrs"; } && \
 		echo "git filter: notebooks are stripped of outputs when staged (nbstripout)"; \
 	fi
 

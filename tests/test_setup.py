@@ -87,3 +87,10 @@ def test_git_filter_strips_outputs_and_editor_metadata_but_keeps_cell_ids(tmp_pa
     assert [c["id"] for c in staged["cells"]] == [c.id for c in nb.cells]
     # the working copy is left as it was: only what git stores is stripped
     assert nbformat.read(tmp_path / "lesson.ipynb", as_version=4).cells[1].outputs
+    # a test fixture (a Colab-saved submission) is stored byte for byte
+    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "tests" / "fixtures" / "saved.ipynb")
+    subprocess.run(["git", "add", "tests/fixtures/saved.ipynb"], cwd=tmp_path, check=True)
+    stored = subprocess.run(["git", "show", ":tests/fixtures/saved.ipynb"], cwd=tmp_path, check=True,
+                            capture_output=True, text=True).stdout
+    assert stored == (tmp_path / "tests" / "fixtures" / "saved.ipynb").read_text()
