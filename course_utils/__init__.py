@@ -59,11 +59,11 @@ from .experiments import (
     BATCH_SIZES, GRID_KINDS, grid_provenance, grid_summary, plot_batch_size_grid, read_grid_csv, run_batch_size_grid,
     write_grid_csv,
 )
-# batch norm across processes (issue 17)
+# batch norm across processes (lesson 09)
 from .distributed import (
     DistributedRunError, DistributedTimeoutError, ShardStats, SyncBatchNorm2d, SyncBatchNormFunction,
-    batch_norm_input_grad, check_sync_bn_against_full_batch, convert_to_sync_bn, even_shard_sizes, free_port,
-    merge_moments, shard_batch_stats, shard_moments, shard_stats_table, spawn, split_batch, sync_batch_norm2d,
-    sync_batch_stats, sync_batch_stats_naive,
+    batch_norm_input_grad, check_sync_bn_against_full_batch, convert_to_sync_bn, ddp_step_times, even_shard_sizes,
+    free_port, merge_moments, shard_batch_stats, shard_moments, shard_stats_table, spawn, split_batch,
+    sync_batch_norm2d, sync_batch_stats, sync_batch_stats_naive,
 )
 __version__ = "0.1.0"

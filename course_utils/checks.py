@@ -236,10 +236,15 @@ LIBRARY_NORMS: dict[str, list[tuple[str, str]]] = {
     "global_response_norm": [("course_utils", "global_response_norm")],
     "rms_norm": [("torch.nn.functional", "rms_norm"), ("torch", "rms_norm"), ("course_utils", "rms_norm")],
     "normalize": [("torch.nn.functional", "normalize")],
+    # lesson 09's pieces of synchronized BN (cu.spawn's processes are forked, so the refusal reaches them)
+    "merge_moments": [("course_utils", "merge_moments"), ("course_utils.distributed", "merge_moments")],
+    "batch_norm_backward": [("torch", "native_batch_norm_backward"), ("torch", "batch_norm_backward_elemt"),
+                            ("torch", "batch_norm_backward_reduce"), ("course_utils", "batch_norm_input_grad"),
+                            ("course_utils.distributed", "batch_norm_input_grad")],
 }
 LIBRARY_LAYERS: dict[str, list[str]] = {
     "batch_norm": ["torch.nn:BatchNorm1d", "torch.nn:BatchNorm2d", "torch.nn:BatchNorm3d", "torch.nn:SyncBatchNorm",
-                   "course_utils:BatchNorm2d", "timm.layers:BatchNormAct2d"],
+                   "course_utils:BatchNorm2d", "course_utils:SyncBatchNorm2d", "timm.layers:BatchNormAct2d"],
     "layer_norm": ["torch.nn:LayerNorm", "timm.layers:LayerNorm", "timm.layers:LayerNorm2d", "course_utils:LayerNorm"],
     "group_norm": ["torch.nn:GroupNorm", "timm.layers:GroupNorm", "timm.layers:GroupNorm1", "course_utils:GroupNorm"],
     "instance_norm": ["torch.nn:InstanceNorm1d", "torch.nn:InstanceNorm2d", "torch.nn:InstanceNorm3d",
@@ -248,6 +253,8 @@ LIBRARY_LAYERS: dict[str, list[str]] = {
     "global_response_norm": ["timm.layers.grn:GlobalResponseNorm", "course_utils:GlobalResponseNorm"],
     "rms_norm": ["torch.nn:RMSNorm", "timm.layers:RmsNorm", "course_utils:RMSNorm"],
     "normalize": [],
+    "merge_moments": [],
+    "batch_norm_backward": [],
 }
 
 

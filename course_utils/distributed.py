@@ -592,9 +592,10 @@ def batch_norm_input_grad(grad_y: torch.Tensor, x_hat: torch.Tensor, weight: tor
 class SyncBatchNormFunction(torch.autograd.Function):
     """y = x̂·weight + bias with x̂ = (x - mean)·invstd, mean and invstd of the whole batch; backward all-reduces.
 
-    ``apply(x, weight, bias, mean, invstd, count, group)``: ``x`` (N_r, C, H, W) is this rank's
-    shard; ``mean`` and ``invstd`` (C,) come from :func:`sync_batch_stats` (computed without
-    autograd: their dependence on ``x`` is in the backward formula instead); ``count`` = n.
+    ``apply(x, weight, bias, mean, invstd, count, group, input_grad)``: ``x`` (N_r, C, H, W) is
+    this rank's shard; ``mean`` and ``invstd`` (C,) come from :func:`sync_batch_stats` (computed
+    without autograd: their dependence on ``x`` is in the backward formula instead); ``count`` = n;
+    ``input_grad`` computes dL/dx from the all-reduced sums (:func:`batch_norm_input_grad`).
 
     Backward, with g = dL/dy of this shard:
 
@@ -607,10 +608,10 @@ class SyncBatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd, count, group):
+    def forward(ctx, x, weight, bias, mean, invstd, count, group, input_grad=batch_norm_input_grad):
         x_hat = (x.to(mean.dtype) - per_channel(mean)) * per_channel(invstd)   # (N_r, C, H, W)
         ctx.save_for_backward(x_hat, weight, invstd)
-        ctx.count, ctx.group, ctx.x_dtype = count, group, x.dtype
+        ctx.count, ctx.group, ctx.x_dtype, ctx.input_grad = count, group, x.dtype, input_grad
         ctx.bias_dtype = None if bias is None else bias.dtype
         return scale_and_shift(x_hat, weight, bias).to(x.dtype)
 
@@ -626,13 +627,16 @@ class SyncBatchNormFunction(torch.autograd.Function):
             totals = torch.cat([sum_dy, sum_dy_xhat])    # one message of 2C numbers, not two
             dist.all_reduce(totals, group=ctx.group)
             total_dy, total_dy_xhat = totals.chunk(2)
-            grad_x = batch_norm_input_grad(g, x_hat, weight, invstd, ctx.count, total_dy,
-                                           total_dy_xhat).to(ctx.x_dtype)
+            grad_x = ctx.input_grad(g, x_hat, weight, invstd, ctx.count, total_dy, total_dy_xhat)
+            if not isinstance(grad_x, torch.Tensor) or grad_x.shape != g.shape:
+                raise TypeError(f"SyncBatchNormFunction: input_grad should return a tensor of the shard's shape "
+                                f"{tuple(g.shape)}, got {getattr(grad_x, 'shape', type(grad_x).__name__)}.")
+            grad_x = grad_x.to(ctx.x_dtype)
         if weight is not None and ctx.needs_input_grad[1]:
             grad_weight = sum_dy_xhat.to(weight.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_bias = sum_dy.to(ctx.bias_dtype)
-        return grad_x, grad_weight, grad_bias, None, None, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
 StatsFn = Callable[[torch.Tensor, Any], tuple[int, torch.Tensor, torch.Tensor]]
@@ -649,12 +653,14 @@ def sync_batch_norm2d(
     eps: float = 1e-5,
     group=None,
     batch_stats: StatsFn = sync_batch_stats,
+    input_grad: Callable[..., torch.Tensor] = batch_norm_input_grad,
 ) -> torch.Tensor:
     """Batch norm of the batch whose shards the ranks of ``group`` hold; this rank's shard is ``x`` (N_r, C, H, W).
 
     Same arguments and conventions as :func:`course_utils.batch_norm2d`, plus ``group`` (None:
-    the default process group) and ``batch_stats`` (how the statistics are gathered;
-    :func:`sync_batch_stats`). With ``training=True`` and more than one rank it normalizes with
+    the default process group), ``batch_stats`` (how the statistics are gathered;
+    :func:`sync_batch_stats`) and ``input_grad`` (dL/dx from the all-reduced sums;
+    :func:`batch_norm_input_grad`). With ``training=True`` and more than one rank it normalizes with
     the whole batch's mean and biased variance and updates the buffers with the whole batch's
     mean and *unbiased* variance (÷(n - 1), n over all ranks), identically on every rank.
     Otherwise (eval, no process group, or one rank) it *is* :func:`course_utils.batch_norm2d`.
@@ -677,7 +683,7 @@ def sync_batch_norm2d(
                          f"a larger batch, or call model.eval() to use the running statistics.")
     if running_mean is not None:
         update_running_stats(running_mean, running_var, mean, var * (count / (count - 1)), momentum)
-    return SyncBatchNormFunction.apply(x, weight, bias, mean, torch.rsqrt(var + eps), count, group)
+    return SyncBatchNormFunction.apply(x, weight, bias, mean, torch.rsqrt(var + eps), count, group, input_grad)
 
 
 class SyncBatchNorm2d(BatchNorm2d):
@@ -721,6 +727,11 @@ class SyncBatchNorm2d(BatchNorm2d):
         """(n, mean, var) of the distributed batch; override to try another merge (e.g. the naive one)."""
         return sync_batch_stats(x, group)
 
+    def input_grad(self, grad_y: torch.Tensor, x_hat: torch.Tensor, weight: torch.Tensor | None,
+                   invstd: torch.Tensor, count: int, sum_dy: torch.Tensor, sum_dy_xhat: torch.Tensor) -> torch.Tensor:
+        """dL/dx of this shard from the all-reduced sums (:func:`batch_norm_input_grad`); override to try another."""
+        return batch_norm_input_grad(grad_y, x_hat, weight, invstd, count, sum_dy, sum_dy_xhat)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expect_rank(x, 4, "SyncBatchNorm2d", "(N, C, H, W)")
         expect_channels(x, self.num_features, "SyncBatchNorm2d")
@@ -743,6 +754,7 @@ class SyncBatchNorm2d(BatchNorm2d):
             eps=self.eps,
             group=self.process_group,
             batch_stats=self.batch_stats,
+            input_grad=self.input_grad,
         )
 
 
@@ -979,3 +991,55 @@ def check_sync_bn_against_full_batch(
               f"{sum(case.shard_sizes)}:")
     return compare_with_full_batch(per_rank, reference, rtol=rtol if rtol is not None else default_rtol,
                                    atol=atol if atol is not None else default_atol, verbose=verbose)
+
+
+# ----------------------------------------------------------------------------- what synchronizing costs
+
+
+def ddp_step_times(rank: int, world_size: int, bn: str = "plain", *, steps: int = 10, warmup: int = 2,
+                   batch_per_rank: int = 16, image_size: int = 64, num_classes: int = 10, seed: int = 0) -> list[float]:
+    """Seconds per data-parallel training step of a ResNet-18 on this rank: the forward, backward and SGD step.
+
+    Run under :func:`spawn` (or torchrun). ``bn``: "plain" keeps ``nn.BatchNorm2d`` (each rank
+    normalizes its own shard), "sync" converts every BN layer to :class:`SyncBatchNorm2d`
+    (:func:`convert_to_sync_bn`), "none" replaces them with ``nn.Identity`` (a baseline without
+    BN). The model is wrapped in ``DistributedDataParallel``, which all-reduces the gradients in
+    every mode, so the difference between "plain" and "sync" is BN's own communication: one
+    all-gather per BN layer forward, one all-reduce per BN layer backward (20 of each in ResNet-18).
+    The inputs are random images of ``image_size`` pixels and random labels: the timing does not
+    depend on what the images show. Each step ends with a barrier, so every rank reports the
+    time of the slowest. Returns ``steps`` times, after ``warmup`` untimed steps.
+    """
+    import torchvision
+    from torch.nn.parallel import DistributedDataParallel
+
+    if bn not in ("plain", "sync", "none"):
+        raise ValueError(f"ddp_step_times: bn must be 'plain', 'sync' or 'none', got {bn!r}.")
+    torch.manual_seed(seed)  # the same initial model on every rank (DDP also broadcasts rank 0's)
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    if bn == "sync":
+        model = convert_to_sync_bn(model)
+    elif bn == "none":
+        model = _without_bn(model)
+    model = DistributedDataParallel(model) if _world_size() > 1 else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(seed + 1000 * rank)  # each rank its own shard
+    x = torch.randn(batch_per_rank, 3, image_size, image_size, generator=g)
+    y = torch.randint(0, num_classes, (batch_per_rank,), generator=g)
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if _world_size() > 1:
+            dist.barrier()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _without_bn(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        module.add_module(name, nn.Identity() if isinstance(child, nn.BatchNorm2d) else _without_bn(child))
+    return module

@@ -74,3 +74,12 @@ def test_grading_throughput_grades_every_copy_and_reports_a_rate():
                                  "--workers", "2", "--timeout", "60")
     assert result["graded"] == 2 and result["per_minute"] > 0 and "submissions per minute" in text
     assert result["points"] == result["max_points"] // 2  # the solved copy has every point, the released one none
+
+
+def test_sync_bn_speed_times_three_modes_per_world_size():
+    result, text = run_benchmark("sync_bn_speed.py", "--processes", "2", "--steps", "1", "--warmup", "0",
+                                 "--image-size", "32", "--batch-per-rank", "2")
+    assert [row["processes"] for row in result] == [2] and "sync/plain" in text
+    row = result[0]
+    assert all(row[f"{mode} s/step"] > 0 for mode in ("none", "plain", "sync"))
+    assert row["sync/plain"] == pytest.approx(row["sync s/step"] / row["plain s/step"], rel=1e-2)

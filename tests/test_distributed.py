@@ -152,6 +152,52 @@ def test_one_value_per_channel_over_all_ranks_is_refused_on_every_rank():
     assert set(info.value.failures) == {0, 1}  # both ranks raise the same error, neither waits for the other
 
 
+class _CountedInputGrad(cu.SyncBatchNorm2d):
+    """SyncBatchNorm2d whose input gradient goes through an override (lesson 09 plugs its answer in so)."""
+
+    def input_grad(self, *args):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().input_grad(*args)
+
+
+class _WrongShapeInputGrad(cu.SyncBatchNorm2d):
+    def input_grad(self, grad_y, *args):
+        return grad_y.sum(dim=0)
+
+
+def _input_grad_calls(rank: int, world_size: int) -> int:
+    layer = _CountedInputGrad(3)
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    layer.double()(x).sum().backward()
+    return layer.calls
+
+
+def _wrong_shape(rank: int, world_size: int) -> None:
+    x = torch.randn(4, 3, 2, 2, requires_grad=True)
+    _WrongShapeInputGrad(3)(x).sum().backward()
+
+
+def test_input_grad_override_is_used_in_backward():
+    rows = cu.check_sync_bn_against_full_batch(_CountedInputGrad, 2, shard_sizes=(5, 3), verbose=False,
+                                               timeout_s=TIMEOUT_S)
+    cu.check_all(rows, "SyncBatchNorm2d with an input_grad override that defers to the default")
+    assert cu.spawn(_input_grad_calls, 2, timeout_s=TIMEOUT_S) == [1, 1]
+
+
+def test_input_grad_of_the_wrong_shape_is_a_clear_error():
+    with pytest.raises(cu.DistributedRunError, match=r"input_grad should return a tensor of the shard's shape"):
+        cu.spawn(_wrong_shape, 2, timeout_s=TIMEOUT_S)
+
+
+def test_ddp_step_times_reports_every_step():
+    for mode in ("none", "plain", "sync"):
+        per_rank = cu.spawn(functools.partial(cu.ddp_step_times, steps=2, warmup=0, batch_per_rank=2, image_size=32),
+                            2, mode, timeout_s=TIMEOUT_S * 2)
+        assert len(per_rank) == 2 and all(len(t) == 2 and min(t) > 0 for t in per_rank), (mode, per_rank)
+    with pytest.raises(ValueError, match="bn must be"):
+        cu.ddp_step_times(0, 1, "frozen")
+
+
 # ----------------------------------------------------------------------------- the pieces, in one process
 
 
