@@ -1,6 +1,6 @@
 """How many submissions per minute the grader handles, in quick mode.
 
-    python benchmarks/grading_throughput.py [--notebook notebooks/03_layer_group_instance_norm.ipynb]
+    python benchmarks/grading_throughput.py [--notebook notebooks/04_layer_group_instance_norm.ipynb]
                                             [--copies 4] [--workers 2]
 
 Makes ``--copies`` submissions of one lesson (half the solution, half the student
@@ -32,7 +32,7 @@ from course_utils.release import release_notebook  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--notebook", type=Path, default=REPO / "notebooks" / "03_layer_group_instance_norm.ipynb")
+    parser.add_argument("--notebook", type=Path, default=REPO / "notebooks" / "04_layer_group_instance_norm.ipynb")
     parser.add_argument("--copies", type=int, default=4, help="submissions to grade (half solved, half not)")
     parser.add_argument("--workers", type=int, default=2, help="submissions graded at once")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per cell")

@@ -54,7 +54,7 @@ from .train import append_result, read_results
 from .lab import LabConfig, LabResult, plot_runs, plot_weight_histograms, run_lab
 # the lab's widget panel (ipywidgets is imported when a panel is built)
 from .widgets import FineTuningLab, lab_panel
-# fine-tuning batch size per norm layer (notebook 06, experiments/batch_size_grid.py)
+# fine-tuning batch size per norm layer (notebook 08, experiments/batch_size_grid.py)
 from .experiments import (
     BATCH_SIZES, GRID_KINDS, grid_provenance, grid_summary, plot_batch_size_grid, read_grid_csv, run_batch_size_grid,
     write_grid_csv,

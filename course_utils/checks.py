@@ -75,7 +75,8 @@ def check_close(
             f"{tuple(expected.shape)}. Check which dimensions you reduce over and keepdim."
         )
     if not torch.isfinite(actual).all():
-        raise CheckFailed(f"{name}: contains NaN or inf. Is there a division by a zero variance (missing eps)?")
+        raise CheckFailed(f"{name}: contains NaN or inf. Is there a division by a zero variance (missing eps)?"
+                          + (f" Hint: {hint}" if hint else ""))
     d = difference(name, actual, expected, rtol=rtol, atol=atol)
     if not d.ok:
         worst = (actual.detach().double().cpu() - expected.detach().double().cpu()).abs().argmax().item()

@@ -1,4 +1,4 @@
-"""The batch-size experiment of notebook 06: fine-tuning accuracy against batch size, per norm layer.
+"""The batch-size experiment of notebook 08: fine-tuning accuracy against batch size, per norm layer.
 
 Each point of the grid is one run of the lab (:func:`~course_utils.lab.run_lab`): the course's
 pretrained ResNet-18 fine-tuned on the target domain with one kind of norm layer, one batch size

@@ -1,4 +1,4 @@
-"""The fine-tuning lab of notebook 07, usable from code or a script: configuration, runner, results log.
+"""The fine-tuning lab of notebook 10, usable from code or a script: configuration, runner, results log.
 
 ``run_lab(LabConfig(...))`` fine-tunes the pretrained ResNet-18 and appends a
 row to the results log (:func:`~course_utils.train.append_result`; read it back

@@ -1,4 +1,4 @@
-"""One training loop for the whole course: pretraining, notebook 05's experiments and the lab.
+"""One training loop for the whole course: pretraining, notebook 07's experiments and the lab.
 
 Batches come from a :class:`~course_utils.data.TensorLoader` (uint8 on the
 device, normalized per batch in one operation). Mixed precision and

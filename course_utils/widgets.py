@@ -1,4 +1,4 @@
-"""The widget panel of notebook 07's fine-tuning lab, over :mod:`course_utils.lab`.
+"""The widget panel of notebook 10's fine-tuning lab, over :mod:`course_utils.lab`.
 
 :class:`FineTuningLab` builds a :class:`~course_utils.lab.LabConfig` from its
 controls and calls the same :func:`~course_utils.lab.run_lab` that code and

@@ -1,8 +1,8 @@
-"""The complete batch-size grid of notebook 06: fine-tuning accuracy against batch size, per norm layer.
+"""The complete batch-size grid of notebook 08: fine-tuning accuracy against batch size, per norm layer.
 
 Runs :func:`course_utils.run_batch_size_grid` (the code the notebook runs live, on a smaller grid)
 and writes a CSV whose first lines record the date, command, device, threads and versions.
-Notebook 06 plots ``experiments/batch_size_grid.csv`` beside its live grid when the file exists.
+Notebook 08 plots ``experiments/batch_size_grid.csv`` beside its live grid when the file exists.
 
     python experiments/batch_size_grid.py                      # all six sizes, five seeds, 40 steps
     python experiments/batch_size_grid.py --sizes 2 8 32 --seeds 0 1 2 --steps 100 --out /tmp/grid.csv

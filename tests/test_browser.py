@@ -1,7 +1,7 @@
 """JupyterLab in headless Chromium: run whole notebooks as a student would and look at the page.
 
 Starts ``jupyter lab`` on 127.0.0.1 (free port, token) in a temporary copy of
-notebooks/ with COURSE_QUICK=1, opens the fine-tuning lab (07_*.ipynb) and one
+notebooks/ with COURSE_QUICK=1, opens the fine-tuning lab (10_*.ipynb) and one
 exercise notebook, runs all cells through the Run menu, and checks that widgets
 render, plots appear and no cell shows an error. Screenshots go to
 test-artifacts/ (git-ignored). Uses Debian's /usr/bin/chromium; never downloads
@@ -176,9 +176,9 @@ def assert_ran_cleanly(page, saved: dict, name: str, *, widgets: bool):
 
 
 def test_fine_tuning_lab_runs_in_jupyterlab(request):
-    found = sorted(NOTEBOOKS.glob("07_*.ipynb"))
+    found = sorted(NOTEBOOKS.glob("10_*.ipynb"))
     if not found:
-        pytest.skip("notebooks/07_*.ipynb (the fine-tuning lab) does not exist yet")
+        pytest.skip("notebooks/10_*.ipynb (the fine-tuning lab) does not exist yet")
     browser, lab = request.getfixturevalue("browser"), request.getfixturevalue("lab")
     page, saved = run_notebook_in_lab(browser, lab, found[0].name)
     try:

@@ -1,6 +1,6 @@
 """The check cells of notebook 01 pass the reference answers and catch the mistakes they are meant to catch.
 
-As in tests/test_exercises_06.py, each test runs the notebook's own cells in a fresh namespace: the setup
+As in tests/test_exercises_08.py, each test runs the notebook's own cells in a fresh namespace: the setup
 cell, what the check needs (the held-out Fashion-MNIST images for ex01-channel-stats), an answer and the
 check cell. The solution must pass; the student's stub and each planted bug must fail, the bug with a
 message that names the mistake.

@@ -1,9 +1,9 @@
-"""The check cells of notebook 07 (the fine-tuning lab) catch the mistakes they are meant to catch.
+"""The check cells of notebook 07 catch the mistakes they are meant to catch.
 
-As in tests/test_exercises_06.py, each test runs the notebook's own cells in a fresh namespace: the
-setup cell, an answer (the solution, the student stub, or the solution with one planted mistake) and the
-exercise's check cells, visible and hidden. No check here needs a training run. The solution passes
-every check; the stub and each planted bug fail with a message that names the mistake.
+As in tests/test_exercises_08.py, each test runs the notebook's own cells in a fresh namespace: the
+setup cell, the cell that loads the pretrained model and the two domains, the loader cell, an answer
+and the exercise's check cells (the hidden ones included). The reference solution must pass; the
+stub and each planted bug must fail with a message that names the mistake.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, quick_namespace, run_cells, run_from
+from notebook_cells import code_cell, quick_namespace, run_cells, run_from
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_finetuning_lab.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_bn_transfer_learning.ipynb"
 
 
 def _code(**where) -> str:
@@ -22,137 +22,137 @@ def _code(**where) -> str:
 
 
 SETUP = _code(contains="import course_utils as cu")
+MODEL = _code(contains="cu.load_pretrained_resnet18(\"course\")")
+LOADER = _code(starts="norm = (contract.mean")
 
-LN_EXERCISE = _code(starts="# EXERCISE ex07-image-layer-norm")
-LN_CHECKS = [_code(starts="# CHECK ex07-image-layer-norm\n"),
-             _code(starts="# CHECK ex07-image-layer-norm gradients"),
-             _code(starts="# HIDDEN CHECK ex07-image-layer-norm eps")]
+STATS_EXERCISE = _code(starts="# EXERCISE ex07-freeze-bn-stats")
+STATS_CHECK = _code(starts="# CHECK ex07-freeze-bn-stats\n")
+STATS_ONLY_BN = _code(starts="# CHECK ex07-freeze-bn-stats only-bn")
+LAYERS_EXERCISE = _code(starts="# EXERCISE ex07-freeze-layers")
+LAYERS_CHECK = _code(starts="# CHECK ex07-freeze-layers\n")
+LAYERS_HIDDEN = _code(starts="# HIDDEN CHECK ex07-freeze-layers reapplied")
 
-FX_EXERCISE = _code(starts="# EXERCISE ex07-run-effects")
-FX_CHECKS = [_code(starts="# CHECK ex07-run-effects\n"),
-             _code(starts="# CHECK ex07-run-effects shared-log"),
-             _code(starts="# HIDDEN CHECK ex07-run-effects baseline-anywhere")]
+# ------------------------------------------------------------------ planted bugs: the solution with one typical mistake
+STATS_BODY = """    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+"""
+STATS_WHOLE_MODEL_EVAL = STATS_EXERCISE.replace(STATS_BODY, "    return model.eval()\n")
+STATS_FREEZES_AFFINE = STATS_EXERCISE.replace(STATS_BODY, """    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return model
+""")
+STATS_BY_NAME = STATS_EXERCISE.replace(STATS_BODY, """    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1].startswith("bn"):
+            module.eval()
+    return model
+""")
 
+LAYERS_BN_LOOP = """        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(True)
+"""
+LAYERS_BY_NAME = LAYERS_EXERCISE.replace(LAYERS_BN_LOOP, """        for name, p in model.named_parameters():
+            if ".bn" in name or name.startswith("bn"):
+                p.requires_grad_(True)
+""")
+LAYERS_ONLY_FREEZES = LAYERS_EXERCISE.replace("""    for p in model.parameters():
+        p.requires_grad_(strategy == "none")
+""", """    if strategy != "none":  # nothing to do for "none", everything trains by default (not after another strategy!)
+        for p in model.parameters():
+            p.requires_grad_(False)
+""")
+LAYERS_SETS_EVAL = LAYERS_EXERCISE.replace("    return model\n    ### END SOLUTION",
+                                           "    return model.eval()  # frozen layers 'should not train'\n    ### END SOLUTION")
 
-
-# planted bugs in ImageLayerNorm: each is the solution with one typical mistake
-LN_VAR = "var = (x - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True)"
-LN_UNBIASED = planted(LN_EXERCISE, LN_VAR, "var = x.var(dim=(1, 2, 3), keepdim=True)")
-LN_PER_CHANNEL = planted(planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
-                                   "mean = x.mean(dim=(2, 3), keepdim=True)"),
-                          LN_VAR, "var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)")
-LN_DETACHED = planted(LN_EXERCISE, "mean = x.mean(dim=(1, 2, 3), keepdim=True)",
-                       "mean = x.mean(dim=(1, 2, 3), keepdim=True).detach()")
-LN_FIXED_EPS = planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-5)")
-LN_NO_EPS = planted(LN_EXERCISE, "torch.sqrt(var + self.eps)", "torch.sqrt(var)")
-LN_PER_PIXEL = planted(LN_EXERCISE, "nn.Parameter(torch.ones(num_channels))",
-                        "nn.Parameter(torch.ones(num_channels, 1, 1))")
-# attacks: the library layer instead of the computation the exercise asks for
-LN_SUBCLASS = '''class ImageLayerNorm(nn.GroupNorm):
-    def __init__(self, num_channels, eps=1e-5):
-        super().__init__(1, num_channels, eps=eps)
-'''
-LN_DELEGATES = planted(LN_EXERCISE, "y = (x - mean) / torch.sqrt(var + self.eps)",
-                        "y = F.layer_norm(x, x.shape[1:], eps=self.eps)")
-
-# planted bugs in effects_vs_baseline
-FX_ALL_ROWS = planted(FX_EXERCISE, 'ours = [row for row in rows if row.get("run_id") in run_ids]', "ours = list(rows)")
-FX_FIRST_BASELINE = planted(FX_EXERCISE, 'reference = [row for row in ours if row["label"] == baseline]',
-                             'reference = [row for row in rows if row["label"] == baseline][:1]')
-FX_FRACTION = planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '(row["val_acc"] - base_acc)')
-FX_FLIPPED = planted(FX_EXERCISE, '100 * (row["val_acc"] - base_acc)', '100 * (base_acc - row["val_acc"])')
-FX_FIRST_ROW = planted(FX_EXERCISE, "reference = [row for row in ours if row[\"label\"] == baseline]",
-                        "reference = ours[:1]")
-FX_NO_RAISE = planted(FX_EXERCISE, "    if len(reference) != 1:\n        raise ValueError(", "    if False:\n        print(")
+PLANTED = [STATS_WHOLE_MODEL_EVAL, STATS_FREEZES_AFFINE, STATS_BY_NAME, LAYERS_BY_NAME, LAYERS_ONLY_FREEZES,
+           LAYERS_SETS_EVAL]
 
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    """The namespace after the setup cell, in quick mode (shared: the cells do not change it)."""
-    return quick_namespace(SETUP)
+    """The namespace after the setup, model and loader cells, in quick mode (shared: the checks copy the model)."""
+    return quick_namespace(SETUP, MODEL, LOADER)
 
 
 
-@pytest.mark.parametrize("planted", [LN_UNBIASED, LN_PER_CHANNEL, LN_DETACHED, LN_FIXED_EPS, LN_NO_EPS, LN_PER_PIXEL,
-                                     LN_DELEGATES, FX_ALL_ROWS, FX_FIRST_BASELINE, FX_FRACTION, FX_FLIPPED,
-                                     FX_FIRST_ROW, FX_NO_RAISE])
+@pytest.mark.parametrize("planted", PLANTED)
 def test_each_planted_bug_changes_the_solution(planted):
-    assert planted not in (LN_EXERCISE, FX_EXERCISE)
+    assert planted not in (STATS_EXERCISE, LAYERS_EXERCISE)
 
 
-# ---------------------------------------------------------------- ex07-image-layer-norm
+# ------------------------------------------------------------------ ex07-freeze-bn-stats
 
-def test_image_layer_norm_solution_passes_every_check(base, capsys):
-    run_from(base, LN_EXERCISE, *LN_CHECKS)
+def test_freeze_bn_stats_checks_pass_the_solution(base, capsys):
+    run_from(base, STATS_EXERCISE, STATS_CHECK, STATS_ONLY_BN)
     out = capsys.readouterr().out
-    for part in ("ex07-image-layer-norm: ", "ex07-image-layer-norm (gradients)", "ex07-image-layer-norm (eps)"):
-        assert part in out, out
+    assert "ex07-freeze-bn-stats: all checks passed" in out
+    assert "ex07-freeze-bn-stats (only-bn): all checks passed" in out
 
 
-def test_image_layer_norm_student_version_fails(base):
+@pytest.mark.parametrize("check", [STATS_CHECK, STATS_ONLY_BN], ids=["main", "only-bn"])
+def test_freeze_bn_stats_checks_fail_on_the_student_version(base, check):
     with pytest.raises(NotImplementedError):
-        run_from(base, _code(starts="# EXERCISE ex07-image-layer-norm", student=True), LN_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex07-freeze-bn-stats", student=True), check)
 
 
-@pytest.mark.parametrize("answer, checks, expected", [
-    (LN_UNBIASED, LN_CHECKS[:1], r"BIASED variance"),
-    (LN_PER_CHANNEL, LN_CHECKS[:1], r"per channel \(dims \(2, 3\), instance norm\)"),
-    (LN_PER_PIXEL, LN_CHECKS[:1], r"shape \(3,\)"),
-    (LN_DETACHED, LN_CHECKS[:2], r"grad x .*detached"),
-    (LN_FIXED_EPS, LN_CHECKS, r"eps=0.1.*self\.eps"),
-    (LN_NO_EPS, LN_CHECKS, r"constant image: contains NaN"),
-], ids=["unbiased", "per-channel", "per-pixel-weight", "detached-mean", "fixed-eps", "no-eps"])
-def test_image_layer_norm_checks_name_the_planted_bug(base, answer, checks, expected):
+@pytest.mark.parametrize("answer, check, expected", [
+    (STATS_WHOLE_MODEL_EVAL, STATS_ONLY_BN, r"not BN went into eval mode .*not model\.eval\(\)"),
+    (STATS_FREEZES_AFFINE, STATS_CHECK, r"20 of the 20 BN layers.*requires_grad=False freezes gamma and beta"),
+    (STATS_FREEZES_AFFINE, STATS_ONLY_BN, "requires_grad changed"),
+    (STATS_BY_NAME, STATS_CHECK, r"3 of the 20 BN layers \(layer2\.0\.downsample\.1.*not by name"),
+], ids=["whole-model-eval", "freezes-affine", "freezes-affine-only-bn", "by-name"])
+def test_freeze_bn_stats_checks_name_the_planted_bug(base, answer, check, expected):
     with pytest.raises(CheckFailed, match=expected):
-        run_from(base, answer, *checks)
+        run_from(base, answer, check)
 
 
-def test_only_the_gradient_check_catches_a_detached_mean(base):
-    """Partial credit: a detached mean gives the right outputs, so the main check passes and the gradients part fails."""
-    namespace = run_from(base, LN_DETACHED, LN_CHECKS[0])
-    with pytest.raises(CheckFailed, match="gradients of ImageLayerNorm"):
-        run_cells(LN_CHECKS[1], namespace=namespace)
+def test_whole_model_eval_still_freezes_the_statistics(base, capsys):
+    """Partial credit: model.eval() keeps the statistics (main check) and fails only the only-bn part."""
+    run_from(base, STATS_WHOLE_MODEL_EVAL, STATS_CHECK)
+    assert "ex07-freeze-bn-stats: all checks passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("attack, expected", [
-    (LN_SUBCLASS, r"subclass of torch\.nn\..*GroupNorm"),
-    (LN_DELEGATES, r"calls torch\.nn\.functional\.layer_norm"),
-], ids=["subclass-GroupNorm", "calls-F.layer_norm"])
-def test_image_layer_norm_refuses_the_library_layer(base, attack, expected):
-    for check in LN_CHECKS:
-        with pytest.raises(CheckFailed, match=expected):
-            run_from(base, attack, LN_CHECKS[0] if check is not LN_CHECKS[0] else "", check)
+# ------------------------------------------------------------------ ex07-freeze-layers
 
-
-# ---------------------------------------------------------------- ex07-run-effects
-
-def test_run_effects_solution_passes_every_check(base, capsys):
-    run_from(base, FX_EXERCISE, *FX_CHECKS)
+def test_freeze_layers_checks_pass_the_solution(base, capsys):
+    run_from(base, LAYERS_EXERCISE, LAYERS_CHECK, LAYERS_HIDDEN)
     out = capsys.readouterr().out
-    for part in ("ex07-run-effects: ", "ex07-run-effects (shared-log)", "ex07-run-effects (baseline-anywhere)"):
-        assert part in out, out
+    assert "ex07-freeze-layers: all checks passed" in out
+    assert "ex07-freeze-layers (reapplied): all checks passed" in out
 
 
-def test_run_effects_student_version_fails(base):
+def test_freeze_layers_check_fails_on_the_student_version(base):
     with pytest.raises(NotImplementedError):
-        run_from(base, _code(starts="# EXERCISE ex07-run-effects", student=True), FX_CHECKS[0])
+        run_from(base, _code(starts="# EXERCISE ex07-freeze-layers", student=True), LAYERS_CHECK)
 
 
-@pytest.mark.parametrize("answer, checks, expected", [
-    (FX_FRACTION, FX_CHECKS[:1], r"as a fraction; multiply by 100"),
-    (FX_FLIPPED, FX_CHECKS[:1], r"sign is flipped"),
-    (FX_ALL_ROWS, FX_CHECKS[:2], r"run_id is in run_ids"),
-    (FX_FIRST_BASELINE, FX_CHECKS[:2], r"earlier session's 'baseline'"),
-    (FX_FIRST_ROW, FX_CHECKS, r"row labelled `baseline`"),
-    (FX_NO_RAISE, FX_CHECKS, r"expected ValueError, got IndexError"),
-], ids=["fraction", "flipped", "all-rows", "first-baseline-in-log", "first-row-is-baseline", "no-ValueError"])
-def test_run_effects_checks_name_the_planted_bug(base, answer, checks, expected):
+@pytest.mark.parametrize("answer, expected", [
+    (LAYERS_BY_NAME, r"'head\+bn': 6 parameters should train but are frozen \(layer2\.0\.downsample\.1\.bias.*"
+                     r"isinstance, not by name"),
+    (LAYERS_SETS_EVAL, "changed a module's train/eval mode"),
+], ids=["by-name", "sets-eval"])
+def test_freeze_layers_check_names_the_planted_bug(base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        run_from(base, answer, *checks)
+        run_from(base, answer, LAYERS_CHECK)
 
 
-def test_run_effects_main_check_passes_a_session_only_answer(base):
-    """Partial credit: ignoring run_ids is right for a log of one session, wrong for a shared one."""
-    namespace = run_from(base, FX_ALL_ROWS, FX_CHECKS[0])
-    with pytest.raises(CheckFailed):
-        run_cells(FX_CHECKS[1], namespace=namespace)
+def test_freeze_layers_hidden_check_catches_an_answer_tuned_to_fresh_models(base, capsys):
+    ns = run_from(base, LAYERS_ONLY_FREEZES, LAYERS_CHECK)  # the visible check only sees fresh models
+    assert "ex07-freeze-layers: all checks passed" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"frozen before with another strategy.*'none'.*should train but are frozen"):
+        run_cells(LAYERS_HIDDEN, namespace=ns)
+
+
+def test_the_runs_fall_back_to_cu_freeze(base, capsys):
+    """The freezing runs use the student's function only once its check has passed."""
+    ns = run_from(base, _code(starts="# EXERCISE ex07-freeze-layers", student=True))
+    import course_utils as cu
+    cu.checks.PASSED.discard(("ex07-freeze-layers", None))
+    assert cu.answer_or_reference("ex07-freeze-layers", ns["freeze_layers"], cu.freeze) is cu.freeze
+    assert "freeze_by = cu.answer_or_reference(\"ex07-freeze-layers\", freeze_layers, cu.freeze)" in \
+        _code(starts="freeze_by = ")

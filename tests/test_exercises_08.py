@@ -1,9 +1,11 @@
-"""The check cells of notebook 08 (claims checked) catch the mistakes they are meant to catch.
+"""The check cells of notebook 08 catch the mistakes they are meant to catch, inside the network.
 
-As in tests/test_exercises_06.py, each test runs the notebook's own cells in a fresh namespace: the
-setup cell, an answer (the solution, the student stub, or the solution with one planted mistake) and the
-exercise's check cells, visible and hidden. The checks need no model and no data. The solution passes
-every check; the stub and each planted bug fail with a message that names the mistake.
+As in the other exercise tests, each test runs the notebook's own cells in a fresh namespace:
+the setup cell, the cell that loads the pretrained model, the cells of helpers and reference curves
+the checks use, an answer and the check cell. The reference solution must pass every check cell (the hidden
+ones included); the stub and each planted bug must fail with a message that names the mistake; and an
+answer that delegates to the library (a subclass of nn.BatchNorm2d / nn.GroupNorm, or a call of
+F.batch_norm, F.group_norm, F.layer_norm) fails with cu.by_hand's message.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from course_utils.checks import CheckFailed
-from notebook_cells import code_cell, planted, quick_namespace, run_cells, run_from
+from notebook_cells import code_cell, quick_namespace, run_cells, run_from
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_claims_checked.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_norm_in_the_network.ipynb"
 
 
 def _code(**where) -> str:
@@ -22,111 +24,179 @@ def _code(**where) -> str:
 
 
 SETUP = _code(contains="import course_utils as cu")
+MODEL = _code(contains="cu.load_pretrained_resnet18(\"course\")")
+HELPERS = _code(contains="def loss_curve(")
+BN_CURVE = _code(starts="bn_curve = ")
+GN_CURVES = _code(starts="gn_curves = {")
+BN_EXERCISE = _code(starts="# EXERCISE ex08-bn-network")
+BN_CHECK_LAYER = _code(starts="# CHECK ex08-bn-network one-layer")
+BN_CHECK_LOGITS = _code(starts="# CHECK ex08-bn-network logits")
+BN_CHECK = _code(starts="# CHECK ex08-bn-network\n")  # the main check: twenty training steps
+BN_HIDDEN = _code(starts="# HIDDEN CHECK ex08-bn-network momentum-none")
+BN_CHECKS = (BN_CHECK_LAYER, BN_CHECK_LOGITS, BN_CHECK, BN_HIDDEN)
+GN_EXERCISE = _code(starts="# EXERCISE ex08-gn-network")
+GN_CHECK = _code(starts="# CHECK ex08-gn-network\n")  # the main check: one layer
+GN_CHECK_TRAINING = _code(starts="# CHECK ex08-gn-network training")
+GN_HIDDEN = _code(starts="# HIDDEN CHECK ex08-gn-network other-shapes")
+GN_CHECKS = (GN_CHECK, GN_CHECK_TRAINING, GN_HIDDEN)
 
-FOLD_EXERCISE = _code(starts="# EXERCISE ex08-fold-bn")
-FOLD_CHECKS = [_code(starts="# CHECK ex08-fold-bn\n"), _code(starts="# CHECK ex08-fold-bn unchanged"),
-               _code(starts="# HIDDEN CHECK ex08-fold-bn stride-groups-eps")]
-UNIT_EXERCISE = _code(starts="# EXERCISE ex08-unit-filters")
-UNIT_CHECKS = [_code(starts="# CHECK ex08-unit-filters\n"), _code(starts="# HIDDEN CHECK ex08-unit-filters zero-filter")]
-
-
-
-# planted bugs in fold_bn: each is the solution with one typical mistake
-FOLD_NO_EPS = planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var)")
-FOLD_FIXED_EPS = planted(FOLD_EXERCISE, "torch.sqrt(bn.running_var + bn.eps)", "torch.sqrt(bn.running_var + 1e-5)")
-FOLD_LOSES_CONV_BIAS = planted(
-    FOLD_EXERCISE, "bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)",
-    "bias = torch.zeros_like(bn.running_mean)")
-FOLD_IN_PLACE = planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)", "folded = conv")
-FOLD_NEW_CONV = planted(FOLD_EXERCISE, "folded = copy.deepcopy(conv)",
-                         "folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)")
-FOLD_DELEGATES = '''def fold_bn(conv, bn):
-    return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-'''
-
-# planted bugs in unit_filters
-UNIT_NORM_LINE = "norms = weight.flatten(1).pow(2).sum(dim=1).sqrt().clamp_min(eps)"
-UNIT_WHOLE_TENSOR = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.norm().clamp_min(eps).expand(weight.shape[0])")
-UNIT_SQUARED = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).clamp_min(eps)")
-UNIT_NO_CLAMP = planted(UNIT_EXERCISE, UNIT_NORM_LINE, "norms = weight.flatten(1).pow(2).sum(dim=1).sqrt()")
-UNIT_4D_ONLY = planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
-                        "return weight / norms.view(-1, 1, 1, 1)")
-UNIT_IN_PLACE = planted(UNIT_EXERCISE, "return weight / norms.view(-1, *[1] * (weight.dim() - 1))",
-                         "weight /= norms.view(-1, *[1] * (weight.dim() - 1))\n    return weight")
-UNIT_DELEGATES = '''def unit_filters(weight, eps=1e-12):
-    return F.normalize(weight.flatten(1), dim=1, eps=eps).view_as(weight)
-'''
+# planted bugs: each is the solution with one typical mistake
+BN_UPDATES_IN_EVAL = BN_EXERCISE.replace("        if self.training:\n            self.num_batches_tracked += 1",
+                                         "        self.num_batches_tracked += 1\n        if True:")
+BN_UPDATES_IN_EVAL = BN_UPDATES_IN_EVAL.replace("        else:\n            mean, var = self.running_mean, self.running_var\n",
+                                                "")
+BN_UNBIASED = BN_EXERCISE.replace("var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))  # (C,), biased",
+                                  "var = x.var(dim=(0, 2, 3))")
+GN_PER_CHANNEL = GN_EXERCISE.replace("groups = x.reshape(x.shape[0], self.num_groups, -1)",
+                                     "groups = x.reshape(x.shape[0], x.shape[1], -1)")
+GN_UNBIASED = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keepdim=True)",
+                                  "var = groups.var(dim=2, keepdim=True)")
+GN_FIXED_EPS = GN_EXERCISE.replace("torch.sqrt(var + self.eps)", "torch.sqrt(var + 1e-5)")
+BN_MOMENTUM_ALWAYS = BN_EXERCISE.replace(
+    "factor = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum",
+    "factor = 0.1 if self.momentum is None else self.momentum")
+GN_ONE_PASS = GN_EXERCISE.replace("var = (groups - mean).pow(2).mean(dim=2, keepdim=True)",
+                                  "var = groups.pow(2).mean(dim=2, keepdim=True) - mean.pow(2)")
 
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    """The namespace after the setup cell, in quick mode (shared: the cells do not change it)."""
-    return quick_namespace(SETUP)
+    """The namespace after the setup and model cells, in quick mode (shared: the cells do not change it)."""
+    return quick_namespace(SETUP, MODEL)
+
+
+@pytest.fixture(scope="module")
+def bn_base(base) -> dict:
+    """``base`` after the helpers and the torch.nn BatchNorm2d loss curve (bn_curve)."""
+    return run_cells(HELPERS, BN_CURVE, namespace=dict(base))
+
+
+@pytest.fixture(scope="module")
+def gn_base(base) -> dict:
+    """``base`` after the helpers and the nn.GroupNorm loss curves (gn_curves)."""
+    return run_cells(HELPERS, GN_CURVES, namespace=dict(base))
 
 
 
-@pytest.mark.parametrize("planted", [FOLD_NO_EPS, FOLD_FIXED_EPS, FOLD_LOSES_CONV_BIAS, FOLD_IN_PLACE, FOLD_NEW_CONV,
-                                     UNIT_WHOLE_TENSOR, UNIT_SQUARED, UNIT_NO_CLAMP, UNIT_4D_ONLY, UNIT_IN_PLACE])
+# delegation attacks: each answer gets the right numbers by calling the library code it is asked to write
+BN_SUBCLASS = "# EXERCISE ex08-bn-network\nclass NetBatchNorm2d(nn.BatchNorm2d):\n    pass\n"
+BN_F_BATCH_NORM = BN_EXERCISE.replace(BN_EXERCISE[BN_EXERCISE.index("        if self.training:"):BN_EXERCISE.index("        ### END")],
+    "        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,\n"
+    "                            0.0 if self.momentum is None else self.momentum, self.eps)\n")
+GN_SUBCLASS = "# EXERCISE ex08-gn-network\nclass NetGroupNorm(nn.GroupNorm):\n    pass\n"
+GN_BODY = GN_EXERCISE[GN_EXERCISE.index("        groups = x.reshape"):GN_EXERCISE.index("        ### END")]
+GN_AFFINE = "        return x_hat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)\n"
+GN_F_GROUP_NORM = GN_EXERCISE.replace(GN_BODY, "        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)\n")
+GN_F_LAYER_NORM = GN_EXERCISE.replace(GN_BODY, (
+    "        groups = x.reshape(x.shape[0], self.num_groups, -1)\n"
+    "        x_hat = F.layer_norm(groups, groups.shape[-1:], eps=self.eps).reshape(x.shape)\n") + GN_AFFINE)
+GN_F_BATCH_NORM = GN_EXERCISE.replace(GN_BODY, (
+    "        groups = x.reshape(1, x.shape[0] * self.num_groups, -1)\n"
+    "        x_hat = F.batch_norm(groups, None, None, training=True, eps=self.eps).reshape(x.shape)\n") + GN_AFFINE)
+
+
+@pytest.mark.parametrize("planted", [BN_UPDATES_IN_EVAL, BN_UNBIASED, BN_MOMENTUM_ALWAYS, BN_F_BATCH_NORM, GN_PER_CHANNEL,
+                                     GN_UNBIASED, GN_ONE_PASS, GN_FIXED_EPS, GN_F_GROUP_NORM, GN_F_LAYER_NORM,
+                                     GN_F_BATCH_NORM])
 def test_each_planted_bug_changes_the_solution(planted):
-    assert planted not in (FOLD_EXERCISE, UNIT_EXERCISE)
+    assert planted not in (BN_EXERCISE, GN_EXERCISE)
 
 
-# ---------------------------------------------------------------- ex08-fold-bn
-
-def test_fold_bn_solution_passes_every_check(base, capsys):
-    run_from(base, FOLD_EXERCISE, *FOLD_CHECKS)
+def test_bn_checks_pass_the_solution(bn_base, capsys):
+    run_from(bn_base, BN_EXERCISE, *BN_CHECKS)
     out = capsys.readouterr().out
-    for part in ("ex08-fold-bn: ", "ex08-fold-bn (unchanged)", "ex08-fold-bn (stride-groups-eps)"):
-        assert part in out, out
+    for part in ("", " (one-layer)", " (logits)", " (momentum-none)"):
+        assert f"ex08-bn-network{part}: all checks passed" in out
 
 
-def test_fold_bn_student_version_fails(base):
-    with pytest.raises(NotImplementedError):
-        run_from(base, _code(starts="# EXERCISE ex08-fold-bn", student=True), FOLD_CHECKS[0])
-
-
-@pytest.mark.parametrize("answer, checks, expected", [
-    (FOLD_NO_EPS, FOLD_CHECKS[:1], r"leaves out eps"),
-    (FOLD_LOSES_CONV_BIAS, FOLD_CHECKS[:1], r"conv bias=True.*convolution's own bias is lost"),
-    (FOLD_IN_PLACE, FOLD_CHECKS[:2], r"fold_bn changed \['conv\.weight'"),
-    (FOLD_FIXED_EPS, FOLD_CHECKS, r"eps=0\.1.*use bn\.eps"),
-    (FOLD_NEW_CONV, FOLD_CHECKS, r"fails on an input the original takes.*groups"),
-    (FOLD_DELEGATES, FOLD_CHECKS[:1], r"calls torch\.nn\.utils\.fusion"),
-], ids=["no-eps", "loses-conv-bias", "in-place", "fixed-eps", "new-conv-without-stride", "calls-fuse_conv_bn_eval"])
-def test_fold_bn_checks_name_the_planted_bug(base, answer, checks, expected):
+@pytest.mark.parametrize("answer, expected", [
+    (BN_UPDATES_IN_EVAL, "changed in eval mode"),
+    (BN_UNBIASED, "BIASED"),
+])
+def test_bn_check_names_the_planted_bug(bn_base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        run_from(base, answer, *checks)
+        run_from(bn_base, answer, BN_CHECK_LAYER)
 
 
-def test_fold_bn_parts_score_separately(base):
-    """Partial credit: folding in place gives the right outputs; only the 'unchanged' part fails."""
-    namespace = run_from(base, FOLD_IN_PLACE, FOLD_CHECKS[0])
-    with pytest.raises(CheckFailed, match="leave the originals"):
-        run_cells(FOLD_CHECKS[1], namespace=namespace)
-    run_cells(FOLD_CHECKS[2], namespace=namespace)  # the hidden part tests the outputs too: it passes
+def test_bn_training_check_sees_the_unbiased_variance(bn_base):
+    with pytest.raises(CheckFailed, match="loss curve drifts from torch.nn's"):
+        run_from(bn_base, BN_UNBIASED, BN_CHECK)
 
 
-# ---------------------------------------------------------------- ex08-unit-filters
+def test_bn_hidden_check_catches_a_fixed_momentum(bn_base, capsys):
+    ns = run_from(bn_base, BN_MOMENTUM_ALWAYS, BN_CHECK_LAYER)  # the visible check uses momentum=0.1
+    assert "ex08-bn-network (one-layer): all checks passed" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"momentum=None.*1 / num_batches_tracked"):
+        run_cells(BN_HIDDEN, namespace=ns)
 
-def test_unit_filters_solution_passes_every_check(base, capsys):
-    run_from(base, UNIT_EXERCISE, *UNIT_CHECKS)
+
+@pytest.mark.parametrize("check", range(3), ids=["one-layer", "logits", "main"])
+def test_bn_checks_fail_on_the_student_version(bn_base, check):
+    """Each visible check cell on its own (none needs another's definitions)."""
+    student = _code(starts="# EXERCISE ex08-bn-network", student=True)
+    with pytest.raises(NotImplementedError, match="ex08-bn-network: your code here"):
+        run_from(bn_base, student, BN_CHECKS[check])
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (BN_SUBCLASS, r"NetBatchNorm2d is a subclass of torch\.nn\.modules\.batchnorm\.BatchNorm2d"),
+    (BN_F_BATCH_NORM, r"your answer calls torch\.nn\.functional\.batch_norm"),
+], ids=["subclass", "F.batch_norm"])
+@pytest.mark.parametrize("check", range(3), ids=["one-layer", "logits", "main"])
+def test_bn_checks_refuse_delegation(bn_base, answer, expected, check):
+    with pytest.raises(CheckFailed, match=expected):
+        run_from(bn_base, answer, BN_CHECKS[check])
+
+
+def test_gn_checks_pass_the_solution(gn_base, capsys):
+    run_from(gn_base, GN_EXERCISE, *GN_CHECKS)
     out = capsys.readouterr().out
-    assert "ex08-unit-filters: " in out and "ex08-unit-filters (zero-filter)" in out, out
+    for part in ("", " (training)", " (other-shapes)"):
+        assert f"ex08-gn-network{part}: all checks passed" in out
 
 
-def test_unit_filters_student_version_fails(base):
-    with pytest.raises(NotImplementedError):
-        run_from(base, _code(starts="# EXERCISE ex08-unit-filters", student=True), UNIT_CHECKS[0])
-
-
-@pytest.mark.parametrize("answer, checks, expected", [
-    (UNIT_WHOLE_TENSOR, UNIT_CHECKS[:1], r"one norm for the whole tensor"),
-    (UNIT_SQUARED, UNIT_CHECKS[:1], r"the squared norm"),
-    (UNIT_IN_PLACE, UNIT_CHECKS[:1], r"changed its input in place"),
-    (UNIT_NO_CLAMP, UNIT_CHECKS, r"zero filter, eps=1e-12: contains NaN"),
-    (UNIT_4D_ONLY, UNIT_CHECKS, r"\(5, 7\) weight"),
-    (UNIT_DELEGATES, UNIT_CHECKS[:1], r"calls torch\.nn\.functional\.normalize"),
-], ids=["whole-tensor-norm", "squared-norm", "in-place", "no-clamp", "4-D-only", "calls-F.normalize"])
-def test_unit_filters_checks_name_the_planted_bug(base, answer, checks, expected):
+@pytest.mark.parametrize("answer, expected", [
+    (GN_PER_CHANNEL, r"reshape to \(N, G, -1\)"),
+    (GN_UNBIASED, "BIASED"),
+    (GN_ONE_PASS, r"E\[x\*\*2\] - E\[x\]\*\*2"),
+])
+def test_gn_check_names_the_planted_bug(gn_base, answer, expected):
     with pytest.raises(CheckFailed, match=expected):
-        run_from(base, answer, *checks)
+        run_from(gn_base, answer, GN_CHECK)
+
+
+@pytest.mark.parametrize("check", range(2), ids=["main", "training"])
+def test_gn_checks_fail_on_the_student_version(gn_base, check):
+    student = _code(starts="# EXERCISE ex08-gn-network", student=True)
+    with pytest.raises(NotImplementedError, match="ex08-gn-network: your code here"):
+        run_from(gn_base, student, GN_CHECKS[check])
+
+
+def test_gn_hidden_check_catches_a_fixed_eps(gn_base, capsys):
+    ns = run_from(gn_base, GN_FIXED_EPS, GN_CHECK)  # the visible checks use the default eps
+    assert "ex08-gn-network: all checks passed" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"eps=1e-3 .*use self\.eps"):
+        run_cells(GN_HIDDEN, namespace=ns)
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (GN_SUBCLASS, r"NetGroupNorm is a subclass of torch\.nn\.modules\.normalization\.GroupNorm"),
+    (GN_F_GROUP_NORM, r"your answer calls torch\.nn\.functional\.group_norm"),
+    (GN_F_LAYER_NORM, r"your answer calls torch\.nn\.functional\.layer_norm"),
+    (GN_F_BATCH_NORM, r"your answer calls torch\.nn\.functional\.batch_norm"),
+], ids=["subclass", "F.group_norm", "F.layer_norm", "F.batch_norm"])
+@pytest.mark.parametrize("check", range(2), ids=["main", "training"])
+def test_gn_checks_refuse_delegation(gn_base, answer, expected, check):
+    with pytest.raises(CheckFailed, match=expected):
+        run_from(gn_base, answer, GN_CHECKS[check])
+
+
+def test_the_curves_use_the_students_bn_only_after_its_check(base, capsys):
+    """The cell after the check trains the student's layer once the main check has passed, cu.BatchNorm2d before."""
+    import course_utils as cu
+    cell = _code(starts="your_bn = ")
+    assert cell.startswith('your_bn = cu.answer_or_reference("ex08-bn-network", NetBatchNorm2d, cu.BatchNorm2d)')
+    cu.checks.PASSED.discard(("ex08-bn-network", None))
+    ns = run_from(base, _code(starts="# EXERCISE ex08-bn-network", student=True))
+    assert cu.answer_or_reference("ex08-bn-network", ns["NetBatchNorm2d"], cu.BatchNorm2d) is cu.BatchNorm2d
+    assert "has not passed its check" in capsys.readouterr().out

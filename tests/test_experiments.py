@@ -1,4 +1,4 @@
-"""The batch-size grid of notebook 06 (course_utils/experiments.py) and its script."""
+"""The batch-size grid of notebook 08 (course_utils/experiments.py) and its script."""
 from __future__ import annotations
 
 import math
@@ -115,10 +115,10 @@ def test_the_script_refuses_a_batch_of_one():
 
 
 def test_the_notebook_plots_a_complete_grid_beside_the_live_one(tmp_path, capsys):
-    """Notebook 06's plot cell, run on a written CSV: two panels, the second titled from the file's provenance."""
+    """Notebook 08's plot cell, run on a written CSV: two panels, the second titled from the file's provenance."""
     from notebook_cells import code_cell, run_cells
 
-    source = code_cell(ROOT / "notebooks" / "06_norm_in_the_network.ipynb", starts="complete, info = cu.read_grid_csv(")
+    source = code_cell(ROOT / "notebooks" / "08_norm_in_the_network.ipynb", starts="complete, info = cu.read_grid_csv(")
     live = [_row(kind, bs, 0, 0.5) for kind in cu.GRID_KINDS for bs in (2, 32)]
     complete = [_row(kind, bs, s, 0.6) for kind in cu.GRID_KINDS for bs in cu.BATCH_SIZES for s in (0, 1)]
     path = cu.write_grid_csv(tmp_path / "batch_size_grid.csv", complete,
