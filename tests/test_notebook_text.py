@@ -53,9 +53,18 @@ def test_setup_lists_every_notebook_that_uses_a_pretrained_resnet18():
     assert _named(rf"Notebooks {NUMBERS} use a pretrained ResNet-18") == _calling(PRETRAINED_CALLS)
 
 
+def _trains_by_hand() -> tuple[list[str], list[str]]:
+    """Notebooks with a training loop of their own (an optimizer): those that move it to `device`, and the rest."""
+    own = [p for p in NOTEBOOKS if "torch.optim." in _code(p) and not any(c in _code(p) for c in TRAINING_CALLS)]
+    on_device = [p.name[:2] for p in own if ".to(device)" in _code(p)]
+    return on_device, [p.name[:2] for p in own if p.name[:2] not in on_device]
+
+
 def test_setup_names_the_notebooks_a_gpu_speeds_up():
-    trains = [n for n in _calling(TRAINING_CALLS) if n != "00"]
+    on_device, on_cpu = _trains_by_hand()
+    trains = sorted(n for n in _calling(TRAINING_CALLS) + on_device if n != "00")
     assert _named(rf"the training in notebooks {NUMBERS}") == trains
+    assert _named(rf"Notebooks {NUMBERS} take optimizer steps on small networks on the CPU on purpose") == on_cpu
     # the one-time pretraining happens in the first notebook that loads a pretrained model
     first = _calling(PRETRAINED_CALLS)[0]
     assert _named(r"which is (\d\d) if you go in order") == [first]
