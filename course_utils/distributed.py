@@ -1020,7 +1020,8 @@ def ddp_step_times(rank: int, world_size: int, bn: str = "plain", *, steps: int 
     if bn == "sync":
         model = convert_to_sync_bn(model)
     elif bn == "none":
-        model = _without_bn(model)
+        from .norm_swap import swap_norm
+        model = swap_norm(model, "none", verbose=False)
     model = DistributedDataParallel(model) if _world_size() > 1 else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(seed + 1000 * rank)  # each rank its own shard
@@ -1037,9 +1038,3 @@ def ddp_step_times(rank: int, world_size: int, bn: str = "plain", *, steps: int 
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return times
-
-
-def _without_bn(module: nn.Module) -> nn.Module:
-    for name, child in module.named_children():
-        module.add_module(name, nn.Identity() if isinstance(child, nn.BatchNorm2d) else _without_bn(child))
-    return module
