@@ -1,8 +1,9 @@
 # Two commands for a fresh machine:
 #   make lab    set up (once) and open the course in JupyterLab
 #   make test   set up (once) and run every test (what CI runs): the quick suite, then the
-#               notebooks in full mode (the students' default) and once more in the same folder
-# The two halves: make test-quick (about 21 minutes on 2 cores), make test-full (about 20).
+#               notebooks in full mode (the students' default) and once more in the same kernel
+# The halves: make test-quick (about QQ minutes on 2 cores), make test-full (about FF); make test
+# prints where the time went at the end (tests/report_times.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,9 +11,9 @@ CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
 KERNEL := normalization-course
 # two workers: the notebook runs are independent processes
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
-.PHONY: lab test test-quick test-full install kernel release clean-data git-filter site
+.PHONY: lab test test-quick test-full install kernel release clean-data git-filter site colab-env pretrained-quick pretrained-full
 
 # JupyterLab refuses to start as root (containers, rented GPU machines) unless told to.
 IS_ROOT ?= $(shell [ "$$(id -u)" = 0 ] && echo yes)
@@ -63,25 +64,53 @@ lab: kernel
 	@if [ -n "$(IS_ROOT)" ]; then echo "Running as root: starting JupyterLab with --allow-root."; fi
 	$(VENV)/bin/jupyter lab $(if $(IS_ROOT),--allow-root) $(LAB_ARGS) notebooks/
 
-test: test-quick test-full
+# Colab's own versions (requirements/colab.txt) on Colab's Python, course_utils installed --no-deps
+COLAB_VENV := .venv-colab
+COLAB_STAMP := $(COLAB_VENV)/.installed
+$(COLAB_STAMP): $(PY) requirements/colab.txt pyproject.toml .ci/colab-env.sh
+	bash .ci/colab-env.sh $(COLAB_VENV)
+colab-env: $(COLAB_STAMP)
 
-test-quick: $(STAMP)
-	COURSE_QUICK=1 $(PY) -m pytest $(PYTEST_ARGS)
+# Every pass writes a JUnit report to $(REPORTS); `make test` ends with the table of where the time
+# went (tests/report_times.py), printed whether the passes passed or not. First, while Colab's
+# environment downloads, the course's quick-mode model trains (the quick suite needs both).
+REPORTS := build/test-reports
+EXECUTED := build/executed
+test:
+	@rm -rf $(REPORTS) $(EXECUTED)
+	@$(MAKE) --no-print-directory -j2 pretrained-quick colab-env && \
+		$(MAKE) --no-print-directory test-quick && $(MAKE) --no-print-directory test-full; \
+		status=$$?; $(PY) tests/report_times.py $(REPORTS); exit $$status
 
-# Full mode, what students run: every notebook top to bottom under nbval; then, in the same folder,
-# every notebook run twice in one kernel (quick mode is enough there: it proves that neither what the
-# first pass left on disk, checkpoints and the lab's log, nor what a first round left in the kernel,
-# as after running cells out of order, breaks anything). One notebook per worker (--dist loadfile keeps a
-# notebook's cells in order), one thread per kernel; a cell may pretrain the course's model, so the
-# cell limit is generous. Per-cell times are listed (--durations=0) to keep README's table honest.
-# course_utils.nbval_plugin lets a busy kernel take longer than nbval's fixed 5 s to flush its output.
-NB_ENV := PYTHONHASHSEED=0 MPLBACKEND=agg OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-NBVAL_ARGS := -p no:cacheprovider -p course_utils.nbval_plugin --nbval-lax --nbval-cell-timeout 2400 -n 2 --dist loadfile
-test-full: $(STAMP)
-	@# the course's full-mode model first, with both cores (01 would pretrain it on first use)
+# The course's own ResNet-18s, trained once on real data and cached in data/checkpoints (01 would
+# train one on first use, on one thread).
+pretrained-quick: $(STAMP)
+	COURSE_QUICK=1 $(PY) -c "import course_utils as cu; cu.load_pretrained_resnet18('course')"
+pretrained-full: $(STAMP)
 	env -u COURSE_QUICK $(PY) -c "import course_utils as cu; cu.load_pretrained_resnet18('course')"
-	cd notebooks && env -u COURSE_QUICK $(NB_ENV) $(abspath $(PY)) -m pytest $(NBVAL_ARGS) --durations=0 [0-9][0-9]_*.ipynb
-	COURSE_QUICK=1 $(PY) -m pytest -m rerun -n 2 --dist loadfile tests/test_notebooks.py
+
+# The quick suite. Each lesson's solution is graded with the Python of Colab's environment when it exists.
+test-quick: $(STAMP)
+	COURSE_QUICK=1 $(if $(wildcard $(COLAB_STAMP)),COURSE_COLAB_PYTHON=$(abspath $(COLAB_VENV))/bin/python) \
+		$(PY) -m pytest $(PYTEST_ARGS) --junitxml=$(REPORTS)/quick.xml
+
+# Full mode, what students run: every notebook top to bottom under nbval, then every code cell once
+# more in the same kernel and folder in quick mode (--nbval-again-quick: it proves that neither what the
+# first round left on disk, checkpoints and the lab's log, nor what it left in the kernel, as after
+# running cells out of order, breaks anything). Each notebook is written with its full-mode outputs to
+# $(EXECUTED) (--nbval-save-executed), and the site is built from those and checked: no lesson runs
+# again for it. One notebook per worker (--dist loadfile keeps a notebook's cells in order), one thread
+# per kernel, the longest lessons first (tests/notebook_times.py); a generous cell limit.
+# course_utils.nbval_plugin also lets a busy kernel take longer than nbval's fixed 5 s to flush its
+# output. No MPLBACKEND=agg here: the site shows the figures the run drew.
+NB_ENV := PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+NBVAL_ARGS := -p no:cacheprovider -p course_utils.nbval_plugin --nbval-lax --nbval-cell-timeout 2400 -n 2 --dist loadfile
+test-full: pretrained-full
+	cd notebooks && env -u COURSE_QUICK $(NB_ENV) $(abspath $(PY)) -m pytest $(NBVAL_ARGS) --nbval-again-quick \
+		--nbval-save-executed $(abspath $(EXECUTED)) --junitxml=$(abspath $(REPORTS))/full.xml \
+		$$($(abspath $(PY)) $(abspath tests/notebook_times.py) [0-9][0-9]_*.ipynb)
+	COURSE_EXECUTED_DIR=$(EXECUTED) $(PY) -m pytest -m site -p no:cacheprovider tests/test_site.py \
+		--junitxml=$(REPORTS)/site.xml
 
 # The executed course as static HTML pages in site/ (course_utils/site.py says why nbconvert);
 # full mode unless COURSE_QUICK=1. Two notebooks at once, one thread each.

@@ -333,7 +333,10 @@ def _run_once(ctx, fn, world_size: int, args: tuple, *, backend: str, port: int,
             until = deadline if first_failure_at is None else min(deadline, first_failure_at + _FAILURE_GRACE_S)
             if now >= until or (first_failure_at is not None and not running and not conns):
                 break
-            for ready in multiprocessing.connection.wait(list(conns) + list(running), timeout=until - now):
+            seen = multiprocessing.connection.wait(list(conns) + list(running), timeout=until - now)
+            # Deaths first: a rank that exits makes its partners' collectives fail a moment later, so when
+            # one wake-up sees both (a busy machine), the death is the cause and the error the consequence.
+            for ready in sorted(seen, key=lambda r: r not in running):
                 if ready in conns:
                     receive(ready)
                 elif ready in running:

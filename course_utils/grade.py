@@ -2,7 +2,7 @@
 
     python -m course_utils.grade submissions/ [--solutions notebooks/] [--json report.json]
                                  [--csv gradebook.csv] [--feedback feedback/]
-                                 [--workers N] [--timeout SECONDS] [--quick]
+                                 [--workers N] [--timeout SECONDS] [--quick] [--python PYTHON]
 
 For each submitted notebook the grader
 
@@ -30,6 +30,9 @@ For each submitted notebook the grader
 
 Many submissions are graded in parallel, one pytest process each. The exit
 code is 0 only when every auto-graded check of every submission passed.
+``--python`` runs the notebooks in another Python environment (one with pytest
+and nbval added), for example one with the versions your students have: the
+course's tests grade the solutions so on Colab's versions (requirements/colab.txt).
 """
 from __future__ import annotations
 
@@ -109,6 +112,10 @@ class SubmissionResult:
     @property
     def all_passed(self) -> bool:
         return self.status == "graded" and self.total > 0 and self.points == self.max_points and not self.flags
+
+
+class GradingEnvironmentError(RuntimeError):
+    """The environment asked to run the notebooks (``--python``) cannot run them."""
 
 
 class SubmissionError(Exception):
@@ -232,12 +239,14 @@ def prepare(nb, solution):
 
 # --------------------------------------------------------------------------- running
 
-def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None) -> dict[str, dict]:
-    """Run nbval on one notebook; ``{cell id: outcome}`` as :mod:`course_utils.grade_plugin` wrote it."""
+def run_nbval(path: Path, timeout: float, env: dict, limit: float | None = None,
+              python: str | None = None) -> dict[str, dict]:
+    """Run nbval on one notebook with ``python`` (default: this one) and its kernel;
+    ``{cell id: outcome}`` as :mod:`course_utils.grade_plugin` wrote it."""
     workdir = path.parent
     results_file = workdir / "cell-results.json"
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "course_utils.nbval_plugin",
+    cmd = [python or sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "course_utils.nbval_plugin",
            "-p", "course_utils.grade_plugin", f"--grade-results={results_file}",
            "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={timeout:g}",
            "-c", str(workdir / "pytest.ini"), "--rootdir", str(workdir), str(path)]
@@ -338,7 +347,7 @@ def score(solution, where: dict, edited: dict, outcomes: dict, nb, timeout: floa
 
 
 def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | None = None,
-              roots=()) -> SubmissionResult:
+              roots=(), python: str | None = None) -> SubmissionResult:
     """Grade one submission against the loaded ``solutions``; never raises for a bad submission."""
     path = Path(path)
     start = time.monotonic()
@@ -356,7 +365,8 @@ def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | 
             target = Path(tmp) / (re.sub(r"[^\w.-]", "_", path.stem) + ".ipynb")
             nbformat.write(prepared, str(target))
             n_code = sum(c.cell_type == "code" for c in prepared.cells)
-            outcomes = run_nbval(target, timeout, env or dict(os.environ), limit=timeout * (n_code + 2) + 120)
+            outcomes = run_nbval(target, timeout, env or dict(os.environ), limit=timeout * (n_code + 2) + 120,
+                                 python=python)
         if INTEGRITY_CELL_ID in outcomes and outcomes[INTEGRITY_CELL_ID]["outcome"] != "passed":
             result.flags.append("the grader's integrity cell failed: " + _check_status(
                 outcomes[INTEGRITY_CELL_ID], timeout)[1])
@@ -392,6 +402,20 @@ def grade_one(path, solutions, *, timeout: float = DEFAULT_TIMEOUT, env: dict | 
     return result
 
 
+def check_grading_python(python: str) -> None:
+    """Refuse, with what to do, a Python that cannot run the grader's nbval (missing, or without nbval)."""
+    try:
+        found = subprocess.run([python, "-c", "import nbval, pytest, ipykernel"], capture_output=True, text=True,
+                               timeout=120)
+    except OSError as err:
+        raise GradingEnvironmentError(f"--python {python}: cannot run it ({err}); give the path of a Python "
+                              "interpreter, e.g. .venv-colab/bin/python") from None
+    if found.returncode != 0:
+        raise GradingEnvironmentError(f"--python {python}: that environment lacks what grading needs "
+                              f"({found.stderr.strip().splitlines()[-1] if found.stderr.strip() else 'import failed'}); "
+                              f"install it there: {python} -m pip install nbval pytest ipykernel")
+
+
 def expand(paths) -> list[Path]:
     """Files as given; folders become every .ipynb below them (checkpoints skipped)."""
     out = []
@@ -404,9 +428,15 @@ def expand(paths) -> list[Path]:
 
 
 def grade(paths, solutions=DEFAULT_SOLUTIONS, *, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-          quick: bool | None = None) -> dict:
-    """Grade submissions (files or folders) in parallel; returns the report as a dict."""
+          quick: bool | None = None, python: str | None = None) -> dict:
+    """Grade submissions (files or folders) in parallel; returns the report as a dict.
+
+    ``python``: the interpreter that runs nbval and the kernels (default: this one); its
+    environment needs pytest and nbval besides what the notebooks import.
+    """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if python is not None:
+        check_grading_python(python)
     files = expand(paths)
     roots = [p for p in map(Path, paths) if p.is_dir()]
     sols = load_solutions(solutions)
@@ -419,7 +449,8 @@ def grade(paths, solutions=DEFAULT_SOLUTIONS, *, workers: int | None = None, tim
     if workers > 1:  # parallel kernels share the cores instead of each using all of them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda f: grade_one(f, sols, timeout=timeout, env=env, roots=roots), files))
+        results = list(pool.map(lambda f: grade_one(f, sols, timeout=timeout, env=env, roots=roots, python=python),
+                                files))
     points, max_points = sum(r.points for r in results), sum(r.max_points for r in results)
     return {
         "solutions": [str(p) for p, _ in sols],
@@ -558,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: cores)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per cell")
     parser.add_argument("--quick", action="store_true", help="run the notebooks in quick mode (COURSE_QUICK=1)")
+    parser.add_argument("--python", help="run the notebooks with this Python (an environment with nbval and pytest, "
+                                         "e.g. your students' versions); default: this one")
     args = parser.parse_args(argv)
     files = expand(args.submissions)
     if not files:
@@ -566,8 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     if not load_solutions(args.solutions):
         print(f"error: no solution notebooks with exercises in {args.solutions}", file=sys.stderr)
         return 2
-    report = grade(args.submissions, args.solutions, workers=args.workers, timeout=args.timeout,
-                   quick=True if args.quick else None)
+    try:
+        report = grade(args.submissions, args.solutions, workers=args.workers, timeout=args.timeout,
+                       quick=True if args.quick else None, python=args.python)
+    except GradingEnvironmentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

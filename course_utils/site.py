@@ -5,7 +5,9 @@ This runs every lesson top to bottom (in the mode the environment sets: full by
 default, quick with ``COURSE_QUICK=1``) and writes one HTML page per lesson with
 its outputs and figures, an ``index.html`` with the syllabus, and links from each
 page to the previous and next lesson and to the index. Links between notebooks
-in the text are pointed at the pages.
+in the text are pointed at the pages. With ``--from-executed DIR`` it runs nothing
+and takes the outputs of an earlier run instead (``make test-full`` writes DIR
+while nbval runs the lessons in full mode, and builds the site from it).
 
 Why nbconvert: it is what Jupyter itself uses to export a notebook, it is
 installed with JupyterLab already, and it runs offline with no second toolchain
@@ -94,12 +96,42 @@ def _run(path: str, timeout: float) -> tuple[str, str, float]:
     return path, nbformat.writes(nb), time.perf_counter() - start
 
 
-def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, timeout: float = 2400,
-               only: list[str] | None = None) -> list[Path]:
-    """Execute the lessons in ``notebook_dir`` and write the site to ``out_dir``; returns the pages written.
+def read_executed(paths: list[Path], executed_dir: Path) -> dict[str, tuple[nbformat.NotebookNode, float, str]]:
+    """The lessons as an earlier run left them in ``executed_dir`` (``--nbval-save-executed``):
+    ``{name: (notebook, seconds, mode)}``. Each must be there, have run every code cell and hold its
+    run's record (``metadata.course_run``); a lesson changed since it ran is refused."""
+    from .nbval_plugin import RUN_METADATA_KEY
 
-    ``jobs`` notebooks run at once (each kernel then gets ``OMP_NUM_THREADS=1``
-    unless it is set already, so that they do not slow each other down).
+    executed = {}
+    for path in paths:
+        done = executed_dir / path.name
+        if not done.is_file():
+            raise FileNotFoundError(f"{path.name} has not been executed into {executed_dir}: run the notebooks "
+                                    f"with --nbval-save-executed {executed_dir} first (make test-full does)")
+        nb = nbformat.read(done, as_version=4)
+        record = nb.metadata.get(RUN_METADATA_KEY)
+        if not record:
+            raise ValueError(f"{done} has no record of its run (metadata.{RUN_METADATA_KEY}): it was not "
+                             "written by --nbval-save-executed")
+        source = [c.source for c in nbformat.read(path, as_version=4).cells]
+        if [c.source for c in nb.cells] != source:
+            raise ValueError(f"{done} is not the lesson as it is now in {path.parent}: run it again")
+        unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None
+                 and not c.source.lstrip().startswith("# NBVAL_SKIP")]
+        if unrun:
+            raise ValueError(f"{done}: code cells {unrun} did not run (the run stopped early?)")
+        executed[path.name] = (nb, float(record["seconds"]), record["mode"])
+    return executed
+
+
+def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, timeout: float = 2400,
+               only: list[str] | None = None, executed_dir: str | Path | None = None) -> list[Path]:
+    """Write the site of the lessons in ``notebook_dir`` to ``out_dir``; returns the pages written.
+
+    With ``executed_dir``, the pages show the outputs of the run that wrote that folder (the
+    full-mode pass of ``make test``, through ``--nbval-save-executed``) and nothing is executed.
+    Otherwise every lesson runs here, ``jobs`` at once (each kernel then gets
+    ``OMP_NUM_THREADS=1`` unless it is set already, so that they do not slow each other down).
     ``only`` restricts the build to some notebook names (tests).
     """
     notebook_dir, out_dir = Path(notebook_dir), Path(out_dir)
@@ -109,21 +141,26 @@ def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, 
     if not paths:
         raise FileNotFoundError(f"no lessons (files named {LESSON_GLOB}) in {notebook_dir}")
     pages = [(p.with_suffix(".html").name, lesson_title(nbformat.read(p, as_version=4))[0]) for p in paths]
-    if jobs > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mode = "quick" if quick_mode() else "full"
-    executed: dict[str, tuple[nbformat.NotebookNode, float]] = {}
-    # fresh worker processes (spawn): each starts its kernels from a clean interpreter
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        for path, text, seconds in pool.map(_run, [str(p) for p in paths], [timeout] * len(paths)):
-            executed[Path(path).name] = (nbformat.reads(text, as_version=4), seconds)
-            print(f"executed {Path(path).name} in {mode} mode: {seconds / 60:.1f} min", flush=True)
+    if executed_dir is not None:
+        executed = read_executed(paths, Path(executed_dir))
+    else:
+        if jobs > 1:
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+        mode = "quick" if quick_mode() else "full"
+        executed = {}
+        # fresh worker processes (spawn): each starts its kernels from a clean interpreter
+        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for path, text, seconds in pool.map(_run, [str(p) for p in paths], [timeout] * len(paths)):
+                executed[Path(path).name] = (nbformat.reads(text, as_version=4), seconds, mode)
+                print(f"executed {Path(path).name} in {mode} mode: {seconds / 60:.1f} min", flush=True)
+    modes = sorted({m for _, _, m in executed.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     stamp = time.strftime("%Y-%m-%d")
     rows = []
     for i, path in enumerate(paths):
-        nb, seconds = executed[path.name]
+        nb, seconds, mode = executed[path.name]
+        nb.metadata.pop("course_run", None)
         title, subtitle = lesson_title(nb)
         banner = (f"Executed in {mode} mode on {stamp} ({seconds / 60:.1f} min). Run it yourself: "
                   f"open {path.name} in JupyterLab or on Colab.")
@@ -133,7 +170,7 @@ def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, 
         rows.append(f"| [{title}]({page.name}) | {subtitle} | {seconds / 60:.1f} min |")
     index = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         "# Normalization in deep learning\n*The course's lessons, executed, with their outputs and figures.*\n\n"
-        f"Built on {stamp} in {mode} mode; each page links to the next.\n\n"
+        f"Built on {stamp} in {' and '.join(modes)} mode; each page links to the next.\n\n"
         "| lesson | what it is about | run time here |\n|---|---|---|\n" + "\n".join(rows))])
     index_page = out_dir / "index.html"
     index_page.write_text(to_html(index, "Normalization in deep learning"), encoding="utf-8")
@@ -147,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write the site to (site/)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (default 1)")
     parser.add_argument("--timeout", type=float, default=2400, help="seconds a cell may run (default 2400)")
+    parser.add_argument("--from-executed", type=Path, metavar="DIR",
+                        help="run nothing: take the outputs from the notebooks a run wrote to DIR "
+                             "(pytest --nbval-save-executed DIR, as make test-full does)")
     args = parser.parse_args(argv)
-    pages = build_site(args.notebooks, args.out, jobs=args.jobs, timeout=args.timeout)
+    pages = build_site(args.notebooks, args.out, jobs=args.jobs, timeout=args.timeout,
+                       executed_dir=args.from_executed)
     print(f"{len(pages)} pages in {args.out}/: open {args.out / 'index.html'}")
     return 0
 

@@ -62,3 +62,31 @@ def test_installed_versions_match_the_pins():
     from importlib.metadata import version
     for name, pinned in _constraints().items():
         assert version(name) == pinned, f"{name} {version(name)} is installed but {pinned} is pinned"
+
+
+def _colab_pins() -> dict[str, str]:
+    text = (ROOT / "requirements" / "colab.txt").read_text()
+    return {name.lower(): version for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}
+
+
+def test_colab_versions_are_dated_and_name_their_python():
+    text = (ROOT / "requirements" / "colab.txt").read_text()
+    assert re.search(r"on \d{4}-\d{2}-\d{2}", text), "colab.txt says when Colab's versions were read"
+    assert re.search(r"^# python: 3\.\d+$", text, re.M), "colab.txt names Colab's Python ('# python: 3.N')"
+    assert {"torch", "torchvision", "ipywidgets", "ipykernel"} <= set(_colab_pins())
+
+
+def test_the_course_admits_colab_versions():
+    """Colab installs course_utils with --no-deps, so pip never checks pyproject's bounds there: check them here."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    python = re.search(r"^# python: (3\.\d+)", (ROOT / "requirements" / "colab.txt").read_text(), re.M).group(1)
+    assert Requirement(f"python{project['requires-python']}").specifier.contains(python + ".0")
+    colab = _colab_pins()
+    for req in map(Requirement, project["dependencies"]):
+        if req.name.lower() in colab:
+            assert req.specifier.contains(colab[req.name.lower()]), \
+                f"pyproject.toml asks {req}, Colab has {req.name}=={colab[req.name.lower()]}"
+    assert set(colab) - {"ipykernel"} <= {Requirement(r).name.lower() for r in project["dependencies"]}, \
+        "colab.txt pins a package the course does not depend on"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -25,6 +28,7 @@ from course_utils import integrity
 from course_utils.release import (
     check_id, check_info, exercise_id, exercise_ids, items, release_cell_source, release_notebook,
 )
+from notebook_times import lightest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SOLUTIONS = FIXTURES / "solutions"
@@ -346,16 +350,14 @@ def test_solution_is_matched_by_ids_not_by_name():
 
 def fastest_exercise_notebook(uses_fallback: bool = False) -> Path | None:
     """Among notebooks with exercises (and, if asked, a cell that builds on one through
-    cu.answer_or_reference), prefer those that train or load a pretrained model least, then the
-    shortest: a stand-in for "fastest" that needs no run."""
+    cu.answer_or_reference), the one with the shortest measured run (README's syllabus times)."""
     candidates = []
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         if exercise_ids(nb) and (not uses_fallback or "answer_or_reference(" in code):
-            heavy = sum(code.count(word) for word in ("fit(", "load_pretrained", "pretrain_", "load_domain("))
-            candidates.append((heavy, len(code), path))
-    return min(candidates)[2] if candidates else None
+            candidates.append(path)
+    return lightest(candidates)
 
 
 @pytest.mark.notebooks
@@ -395,3 +397,24 @@ def test_a_skipped_demonstration_cell_is_not_an_error(tmp_path):
     (row,) = report["submissions"]
     assert statuses(row) == ALL_PASSED, row
     assert row["other_errors"] == [], row["other_errors"]
+
+
+# ---------------------------------------------------------------- another Python (--python)
+
+def test_another_python_runs_the_notebooks_and_a_bad_one_is_refused_clearly(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys\nprint(sys.executable)\nassert sys.executable == EXPECTED, sys.executable")])
+    nb.cells[0].source = nb.cells[0].source.replace("EXPECTED", repr(sys.executable))
+    target = tmp_path / "run" / "which.ipynb"
+    target.parent.mkdir()
+    nbformat.write(nb, str(target))
+    env = dict(os.environ, PYTHONPATH=str(Path(G.__file__).resolve().parents[1]))
+    (outcome,) = G.run_nbval(target, 60, env, python=sys.executable).values()
+    assert outcome["outcome"] == "passed", outcome
+    with pytest.raises(G.GradingEnvironmentError, match="cannot run it"):
+        G.grade([tmp_path / "run"], SOLUTIONS, python=str(tmp_path / "no-such-python"))
+    bare = tmp_path / "bare"  # a Python without nbval
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    with pytest.raises(G.GradingEnvironmentError, match="pip install nbval"):
+        G.grade([tmp_path / "run"], SOLUTIONS, python=str(bare / "bin" / "python"))
+    assert G.main([str(tmp_path / "run"), "--solutions", str(SOLUTIONS), "--python", str(bare / "bin" / "python")]) == 2
