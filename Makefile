@@ -67,13 +67,14 @@ lab: kernel
 # Colab's own versions (requirements/colab.txt) on Colab's Python, course_utils installed --no-deps
 COLAB_VENV := .venv-colab
 COLAB_STAMP := $(COLAB_VENV)/.installed
-$(COLAB_STAMP): $(PY) requirements/colab.txt pyproject.toml .ci/colab-env.sh
+$(COLAB_STAMP): requirements/colab.txt pyproject.toml .ci/colab-env.sh
 	bash .ci/colab-env.sh $(COLAB_VENV)
 colab-env: $(COLAB_STAMP)
 
 # Every pass writes a JUnit report to $(REPORTS); `make test` ends with the table of where the time
 # went (tests/report_times.py), printed whether the passes passed or not. First, while Colab's
-# environment downloads, the course's quick-mode model trains (the quick suite needs both).
+# environment downloads and installs, .venv installs and the course's quick-mode model trains (the
+# quick suite needs both).
 REPORTS := build/test-reports
 EXECUTED := build/executed
 test:
@@ -100,11 +101,13 @@ test-quick: $(STAMP)
 # running cells out of order, breaks anything). Each notebook is written with its full-mode outputs to
 # $(EXECUTED) (--nbval-save-executed), and the site is built from those and checked: no lesson runs
 # again for it. One notebook per worker (--dist loadfile keeps a notebook's cells in order), one thread
-# per kernel, the longest lessons first (tests/notebook_times.py); a generous cell limit.
+# per kernel, the longest lessons first (tests/notebook_times.py; --no-loadscope-reorder keeps that order,
+# which xdist would otherwise replace by the number of cells); a generous cell limit.
 # course_utils.nbval_plugin also lets a busy kernel take longer than nbval's fixed 5 s to flush its
 # output. No MPLBACKEND=agg here: the site shows the figures the run drew.
 NB_ENV := PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-NBVAL_ARGS := -p no:cacheprovider -p course_utils.nbval_plugin --nbval-lax --nbval-cell-timeout 2400 -n 2 --dist loadfile
+NBVAL_ARGS := -p no:cacheprovider -p course_utils.nbval_plugin --nbval-lax --nbval-cell-timeout 2400 -n 2 --dist loadfile \
+	--no-loadscope-reorder
 test-full: pretrained-full
 	cd notebooks && env -u COURSE_QUICK $(NB_ENV) $(abspath $(PY)) -m pytest $(NBVAL_ARGS) --nbval-again-quick \
 		--nbval-save-executed $(abspath $(EXECUTED)) --junitxml=$(abspath $(REPORTS))/full.xml \
