@@ -24,7 +24,8 @@ Backward, with g = dL/dy, x̂ = (x - mean)/sqrt(var + eps), sums over the whole 
 
 so each rank all-reduces its shard's Σg and Σ(g·x̂) (2C numbers). The same two sums *of this
 shard only* are the gradients of ``bias`` and ``weight``; data-parallel training (DDP) then
-all-reduces the parameter gradients itself, as it does for every other layer.
+all-reduces the parameter gradients itself and divides by the world size (an average), as it does
+for every other layer.
 
 :func:`spawn` starts the R processes from a notebook or a script, on one machine, gloo backend
 (CPU); ``experiments/sync_bn_torchrun.py`` runs the same check under ``torchrun``.
@@ -602,7 +603,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
     Backward, with g = dL/dy of this shard:
 
-        dL/dbias   = Σ_shard g                 (this shard's share; DDP sums the shares)
+        dL/dbias   = Σ_shard g                 (this shard's share; DDP averages the shares)
         dL/dweight = Σ_shard g·x̂
         dL/dx      = weight·invstd · (g - Σ_all g / n - x̂ · Σ_all (g·x̂) / n)
 
@@ -923,9 +924,10 @@ def compare_with_full_batch(per_rank: Sequence[dict[str, torch.Tensor]], referen
     """Put the ranks' results together and compare each quantity with the full-batch reference.
 
     Outputs and input gradients are concatenated over ranks (rank order is batch order);
-    weight and bias gradients are *summed* over ranks (what DDP's all-reduce does; the loss
-    is a sum over the batch); buffers are compared on *every* rank (each must hold the
-    full batch's). Returns :class:`course_utils.Difference` rows; ``verbose`` prints them as a table.
+    weight and bias gradients are *summed* over ranks: the loss here is a sum over the batch, whose
+    gradient is the sum of the shards' (DDP all-reduces and divides by the world size, the gradient
+    of that sum over R; sums stay exact with unequal and empty shards); buffers are compared on
+    *every* rank (each must hold the full batch's). Returns :class:`course_utils.Difference` rows; ``verbose`` prints them as a table.
     """
     rows: dict[str, tuple] = {}
     for name in ("output", "grad input"):
