@@ -208,9 +208,14 @@ def check_prediction(value, answer, *, options: Sequence | None = None, rel_tol:
 
 
 def reveal_prediction(value, outcome, *, name: str = "prediction") -> bool:
-    """After the experiment: print what was predicted beside what happened; True when they agree."""
+    """After the experiment: print what was predicted beside what happened; True when they agree.
+
+    With no prediction recorded (``None``), the outcome is not printed: a student who runs on past
+    the question, or a notebook run with errors allowed, must not be handed the answer in words.
+    """
     if value is None:
-        print(f"{name}: no prediction was recorded; the experiment shows {outcome!r}.")
+        print(f"{name}: no prediction was recorded, so the outcome is not shown here. Record your "
+              f"prediction in `{name}` above, then run this cell again.")
         return False
     right = value == outcome
     print(f"{name}: you predicted {value!r}; the experiment shows {outcome!r}. "

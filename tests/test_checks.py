@@ -164,3 +164,14 @@ def test_integrity_notices_what_a_submission_replaced():
     with pytest.raises(integrity.IntegrityError, match="the notebook's name 'cu'"):
         integrity.verify({"cu": object()})
     integrity._SNAPSHOT.clear()
+
+
+def test_reveal_prediction_shows_the_outcome_only_beside_a_prediction(capsys):
+    assert cu.reveal_prediction("grow", "grow", name="predict_norms") is True
+    assert "'grow'" in capsys.readouterr().out
+    assert cu.reveal_prediction("shrink", "grow", name="predict_norms") is False
+    assert "'grow'" in capsys.readouterr().out
+    # none recorded (a student running on, or the student version run with errors allowed): no answer given
+    assert cu.reveal_prediction(None, "grow", name="predict_norms") is False
+    out = capsys.readouterr().out
+    assert "grow" not in out and "predict_norms" in out and "no prediction was recorded" in out

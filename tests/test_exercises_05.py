@@ -102,7 +102,7 @@ def test_solution_passes_every_check_and_the_stub_fails(base, capsys, exercise, 
     (RMS_SUBTRACTS_MEAN, RMS_CHECKS[:1], r"that is layer norm"),
     (RMS_SUM, RMS_CHECKS[:1], r"the mean of the squares, not their sum"),
     (RMS_FIXED_EPS, RMS_CHECKS[:1], r"eps=None is not 1e-5"),
-    (RMS_INPUT_DTYPE_EPS, RMS_CHECKS, r"bfloat16.*scale 0\.0001.*not bfloat16's"),
+    (RMS_INPUT_DTYPE_EPS, RMS_CHECKS[:1], r"bfloat16.*scale 0\.0001.*not bfloat16's"),
     (RMS_NO_CAST_BACK, RMS_CHECKS[:1], r"the output should be a tensor of the input's dtype torch\.bfloat16"),
     (RMS_DELEGATES, RMS_CHECKS[:1], r"calls torch\.nn\.functional\.rms_norm"),
     (BLOCK_POST, BLOCK_CHECKS[:1], r"that is the post-LN order"),
@@ -117,7 +117,6 @@ def test_checks_name_the_planted_bug(base, answer, checks, expected):
         run_from(base, answer, *checks)
 
 
-@pytest.mark.parametrize("answer, checks", [(RMS_INPUT_DTYPE_EPS, RMS_CHECKS), (BLOCK_DETACHED, BLOCK_CHECKS)],
-                         ids=["rms-bfloat16-eps", "block-detached"])
+@pytest.mark.parametrize("answer, checks", [(BLOCK_DETACHED, BLOCK_CHECKS)], ids=["block-detached"])
 def test_bugs_only_the_hidden_part_sees_pass_the_visible_check(base, answer, checks):
     run_from(base, answer, checks[0])
