@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from filelock import FileLock
 
 from course_utils import grade as G
 from course_utils import integrity
@@ -114,15 +115,27 @@ def make_submissions(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    """Grade the whole batch once through the command line (main), two at a time."""
-    tmp = tmp_path_factory.mktemp("grading")
-    subs = make_submissions(tmp / "subs")
-    report_path = tmp / "report.json"
-    code = G.main([str(tmp / "subs"), "--solutions", str(SOLUTIONS), "--json", str(report_path),
-                   "--csv", str(tmp / "gradebook.csv"), "--feedback", str(tmp / "feedback"),
-                   "--workers", "2", "--timeout", str(TIMEOUT)])
-    report = json.loads(report_path.read_text())
+def batch(request, tmp_path_factory):
+    """Grade the whole batch once through the command line (main), two at a time.
+
+    The tests only read what it wrote. Under pytest-xdist the tests of this file can land on both
+    workers, and each would build this module fixture: the workers share one grading instead (the
+    first grades, under a file lock in their common temporary folder; the other reads its files).
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if hasattr(request.config, "workerinput") else base
+    tmp = shared / "grading-batch"
+    with FileLock(str(shared / "grading-batch.lock")):
+        if not (tmp / "exit_code.json").exists():
+            tmp.mkdir(exist_ok=True)
+            make_submissions(tmp / "subs")
+            code = G.main([str(tmp / "subs"), "--solutions", str(SOLUTIONS), "--json", str(tmp / "report.json"),
+                           "--csv", str(tmp / "gradebook.csv"), "--feedback", str(tmp / "feedback"),
+                           "--workers", "2", "--timeout", str(TIMEOUT)])
+            (tmp / "exit_code.json").write_text(json.dumps(code))
+    code = json.loads((tmp / "exit_code.json").read_text())
+    subs = {p.stem: p for p in sorted((tmp / "subs").glob("*.ipynb"))}
+    report = json.loads((tmp / "report.json").read_text())
     rows = {Path(r["path"]).stem: r for r in report["submissions"]}
     return code, report, rows, subs, tmp
 

@@ -646,3 +646,50 @@ def test_plot_norm_axes_draws_each_kind():
     assert counts["in"] < counts["gn"] < counts["ln"] and counts["in"] < counts["bn"]
     with pytest.raises(ValueError, match="unknown kind"):
         cu.plot_norm_axes(axes[0], "weight")
+
+
+# ------------------------------------------------------------------ keywords and layouts torch.nn takes too
+
+BIAS_FREE = {
+    "BatchNorm2d": (lambda: L.BatchNorm2d(3, bias=False), lambda: nn.BatchNorm2d(3, bias=False)),
+    "GroupNorm": (lambda: L.GroupNorm(3, 6, bias=False), lambda: nn.GroupNorm(3, 6, bias=False)),
+    "InstanceNorm2d": (lambda: L.InstanceNorm2d(3, affine=True, bias=False),
+                       lambda: nn.InstanceNorm2d(3, affine=True, bias=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(BIAS_FREE))
+def test_bias_false_learns_a_weight_only_as_torch_does(name):
+    make_ours, make_ref = BIAS_FREE[name]
+    ours, ref = make_ours(), make_ref()
+    assert ours.bias is None and ref.bias is None and ours.weight is not None
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+    ours.load_state_dict(ref.state_dict())
+    channels = ours.weight.shape[0]
+    x = make_input(1, (4, channels, 5, 5), torch.float32, offset=2.0).requires_grad_()
+    y_ours, y_ref = ours(x), ref(x)
+    assert_rel(y_ours, y_ref, torch.float32, f"{name}(bias=False)")
+    g = torch.randn_like(y_ref)
+    got = torch.autograd.grad((y_ours * g).sum(), [x, ours.weight])
+    want = torch.autograd.grad((y_ref * g).sum(), [x, ref.weight])
+    for a, b, what in zip(got, want, ("input", "weight")):
+        assert_rel(a, b, torch.float32, f"{name}(bias=False), gradient of the {what}")
+
+
+@pytest.mark.parametrize("affine, track", [(False, False), (True, False), (True, True)])
+def test_instance_norm_takes_one_unbatched_image_as_torch_does(affine, track):
+    ours = L.InstanceNorm2d(3, affine=affine, track_running_stats=track, momentum=0.3)
+    ref = nn.InstanceNorm2d(3, affine=affine, track_running_stats=track, momentum=0.3)
+    image = make_input(2, (3, 6, 5), torch.float64, offset=3.0).float()
+    y = ours(image)  # once each: in train mode with tracking, every call updates the running statistics
+    assert y.shape == (3, 6, 5)
+    assert_rel(y, ref(image), torch.float32, "InstanceNorm2d on (C, H, W)")
+    for a, b in zip(ours.buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b)
+    ours.eval(), ref.eval()
+    assert_rel(ours(image), ref(image), torch.float32, "InstanceNorm2d on (C, H, W), eval mode")
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        ours(torch.randn(5, 5))

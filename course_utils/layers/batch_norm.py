@@ -110,6 +110,7 @@ class BatchNorm2d(nn.Module):
         affine: learn ``weight`` (init 1) and ``bias`` (init 0).
         track_running_stats: keep running statistics; if False, the layer
             always normalizes with the batch's statistics.
+        bias: with ``affine``, learn ``bias`` too (False: ``weight`` only), as PyTorch's keyword.
     """
 
     def __init__(
@@ -121,6 +122,8 @@ class BatchNorm2d(nn.Module):
         track_running_stats: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         # C >= 1: torch.nn.BatchNorm2d(0) builds but fails on its first batch; we say so at once.
@@ -130,7 +133,7 @@ class BatchNorm2d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        register_affine(self, num_features, affine, device=device, dtype=dtype)
+        register_affine(self, num_features, affine, bias=bias, device=device, dtype=dtype)
         register_running_stats(self, num_features, track_running_stats, device=device, dtype=dtype)
 
     def reset_running_stats(self) -> None:

@@ -75,17 +75,18 @@ class GroupNorm(nn.Module):
         num_channels: C.
         eps: added to the variance before the square root.
         affine: learn per-channel ``weight`` and ``bias``.
+        bias: with ``affine``, learn ``bias`` too (False: ``weight`` only), as PyTorch's keyword.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         num_groups, num_channels = _check_groups(num_groups, num_channels, "GroupNorm")
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        register_affine(self, num_channels, affine, device=device, dtype=dtype)
+        register_affine(self, num_channels, affine, bias=bias, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         """``weight`` back to 1, ``bias`` to 0."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._input import as_size, expect_channels, expect_rank
+from ._input import as_size, expect_channels, expect_rank, expect_tensor
 from ._params import (check_channel_vectors, compute_dtype, per_channel, register_affine, register_running_stats,
                       reset_affine, reset_running_stats, scale_and_shift, update_running_stats)
 
@@ -71,8 +71,9 @@ class InstanceNorm2d(nn.Module):
 
     Formula: ``y = (x - mean_{n,c}) / sqrt(var_{n,c} + eps) · weight_c + bias_c``.
 
-    Shapes: input (N, C, H, W) -> same shape; ``weight``, ``bias`` and the
-    running buffers (when enabled) are (C,). Output dtype follows the input.
+    Shapes: input (N, C, H, W) -> same shape, or one unbatched image (C, H, W) -> (C, H, W), as
+    PyTorch takes it; ``weight``, ``bias`` and the running buffers (when enabled) are (C,). Output
+    dtype follows the input.
     Deliberate difference: an empty batch returns an empty output and leaves the
     buffers alone (PyTorch 2.x raises an IndexError when ``affine=True`` and, in
     train mode with tracking, writes NaN into the running buffers).
@@ -83,10 +84,12 @@ class InstanceNorm2d(nn.Module):
         momentum: update factor of the running buffers (None: no update).
         affine: learn ``weight`` and ``bias`` (off by default, as in PyTorch).
         track_running_stats: keep running buffers and use them in eval mode (off by default).
+        bias: with ``affine``, learn ``bias`` too (False: ``weight`` only), as PyTorch's keyword.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, device=None, dtype=None) -> None:
+                 affine: bool = False, track_running_stats: bool = False, device=None, dtype=None,
+                 *, bias: bool = True) -> None:
         super().__init__()
         num_features = as_size(num_features, "InstanceNorm2d", "num_features (the channel count C)", minimum=0)
         self.num_features = num_features
@@ -94,7 +97,7 @@ class InstanceNorm2d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        register_affine(self, num_features, affine, device=device, dtype=dtype)
+        register_affine(self, num_features, affine, bias=bias, device=device, dtype=dtype)
         # num_batches_tracked comes too, so state dicts match PyTorch's; instance norm never increments it.
         register_running_stats(self, num_features, track_running_stats, device=device, dtype=dtype)
 
@@ -108,7 +111,10 @@ class InstanceNorm2d(nn.Module):
         reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expect_rank(x, 4, "InstanceNorm2d", "(N, C, H, W)")
+        expect_tensor(x, "InstanceNorm2d")
+        if x.dim() == 3:  # one unbatched image (C, H, W): a batch of one, as PyTorch does
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        expect_rank(x, 4, "InstanceNorm2d", "(N, C, H, W) or one image (C, H, W)")
         expect_channels(x, self.num_features, "InstanceNorm2d")
         return instance_norm2d(
             x, self.running_mean, self.running_var, self.weight, self.bias,
