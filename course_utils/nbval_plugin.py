@@ -29,6 +29,7 @@ Two things nbval 0.11 does not do:
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from pathlib import Path
 
 OUTPUT_WAIT_S = 120
@@ -55,8 +56,10 @@ def _second_round(cells: list) -> list:
 
     first = cells[0]
     cls, parent = type(first), first.parent
+    # the switch's own options: none of a first cell's markers (an NBVAL_SKIP there must not skip it)
+    options = defaultdict(bool, check=getattr(parent, "compare_outputs", False))
     switch = cls.from_parent(parent, name=f"Cell {len(cells)}: to quick mode", cell_num=len(cells),
-                             cell=nbformat.v4.new_code_cell(SWITCH_SOURCE), options=copy.copy(first.options))
+                             cell=nbformat.v4.new_code_cell(SWITCH_SOURCE), options=options)
     again = [switch]
     for item in cells:
         cell = nbformat.from_dict(copy.deepcopy(dict(item.cell)))

@@ -58,3 +58,13 @@ def test_each_notebook_gets_its_own_second_round(tmp_path):
     assert result.returncode == 0 and "6 passed" in result.stdout, result.stdout[-3000:]
     order = [line.split(" ")[0][:6] for line in result.stdout.splitlines() if " PASSED" in line]
     assert order == ["01_one"] * 3 + ["02_two"] * 3, order
+
+
+def test_a_skipped_first_cell_does_not_skip_the_switch_to_quick_mode(tmp_path):
+    _write(tmp_path, "01_one.ipynb", ["# NBVAL_SKIP\nraise SystemExit('a slow demonstration')",
+                                      "import course_utils as cu\nprint('quick', cu.quick_mode())"])
+    result = _nbval(tmp_path, "--nbval-again-quick", "01_one.ipynb")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "3 passed, 2 skipped" in result.stdout, result.stdout[-3000:]
+    switch = next(line for line in result.stdout.splitlines() if "to quick mode" in line)
+    assert "PASSED" in switch, switch
