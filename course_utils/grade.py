@@ -409,11 +409,11 @@ def check_grading_python(python: str) -> None:
                                timeout=120)
     except OSError as err:
         raise GradingEnvironmentError(f"--python {python}: cannot run it ({err}); give the path of a Python "
-                              "interpreter, e.g. .venv-colab/bin/python") from None
+                                      "interpreter, e.g. .venv-colab/bin/python") from None
     if found.returncode != 0:
-        raise GradingEnvironmentError(f"--python {python}: that environment lacks what grading needs "
-                              f"({found.stderr.strip().splitlines()[-1] if found.stderr.strip() else 'import failed'}); "
-                              f"install it there: {python} -m pip install nbval pytest ipykernel")
+        last = found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "import failed"
+        raise GradingEnvironmentError(f"--python {python}: that environment lacks what grading needs ({last}); "
+                                      f"install it there: {python} -m pip install nbval pytest ipykernel")
 
 
 def expand(paths) -> list[Path]:
