@@ -71,24 +71,20 @@ def _second_round(cells: list) -> list:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
+    if config.getoption("--nbval-again-quick", default=False):
+        out, group = [], []
+        for item in [*items, None]:
+            if group and (item is None or item.parent is not group[0].parent):
+                out += group + _second_round(group)
+                group = []
+            if item is not None and _is_nbval_cell(item):
+                group.append(item)
+            elif item is not None:
+                out.append(item)
+        items[:] = out
+    for item in items:  # both rounds' cells
         if hasattr(item, "output_timeout"):  # nbval's IPyNbCell
             item.output_timeout = OUTPUT_WAIT_S
-    if not config.getoption("--nbval-again-quick", default=False):
-        return
-    out, group = [], []
-    for item in [*items, None]:
-        if group and (item is None or item.parent is not group[0].parent):
-            out += group + _second_round(group)
-            group = []
-        if item is not None and _is_nbval_cell(item):
-            group.append(item)
-        elif item is not None:
-            out.append(item)
-    for item in out:
-        if hasattr(item, "output_timeout"):
-            item.output_timeout = OUTPUT_WAIT_S
-    items[:] = out
 
 
 def _is_nbval_cell(item) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 import nbformat
 
 from .config import quick_mode
+from .nbval_plugin import RUN_METADATA_KEY
 
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 # a markdown link to another lesson of the course: ](01_input_normalization.ipynb) or ](01_x.ipynb#anchor)
@@ -98,10 +99,8 @@ def _run(path: str, timeout: float) -> tuple[str, str, float]:
 
 def read_executed(paths: list[Path], executed_dir: Path) -> dict[str, tuple[nbformat.NotebookNode, float, str]]:
     """The lessons as an earlier run left them in ``executed_dir`` (``--nbval-save-executed``):
-    ``{name: (notebook, seconds, mode)}``. Each must be there, have run every code cell and hold its
+    ``{name: (notebook, seconds, mode, date)}``. Each must be there, have run every code cell and hold its
     run's record (``metadata.course_run``); a lesson changed since it ran is refused."""
-    from .nbval_plugin import RUN_METADATA_KEY
-
     executed = {}
     for path in paths:
         done = executed_dir / path.name
@@ -120,7 +119,7 @@ def read_executed(paths: list[Path], executed_dir: Path) -> dict[str, tuple[nbfo
                  and "NBVAL_SKIP" not in c.source]  # nbval skips a cell with that marker; it has no outputs
         if unrun:
             raise ValueError(f"{done}: code cells {unrun} did not run (the run stopped early?)")
-        executed[path.name] = (nb, float(record["seconds"]), record["mode"])
+        executed[path.name] = (nb, float(record["seconds"]), record["mode"], record["date"])
     return executed
 
 
@@ -141,6 +140,7 @@ def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, 
     if not paths:
         raise FileNotFoundError(f"no lessons (files named {LESSON_GLOB}) in {notebook_dir}")
     pages = [(p.with_suffix(".html").name, lesson_title(nbformat.read(p, as_version=4))[0]) for p in paths]
+    stamp = time.strftime("%Y-%m-%d")
     if executed_dir is not None:
         executed = read_executed(paths, Path(executed_dir))
     else:
@@ -151,18 +151,17 @@ def build_site(notebook_dir: str | Path, out_dir: str | Path, *, jobs: int = 1, 
         # fresh worker processes (spawn): each starts its kernels from a clean interpreter
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
             for path, text, seconds in pool.map(_run, [str(p) for p in paths], [timeout] * len(paths)):
-                executed[Path(path).name] = (nbformat.reads(text, as_version=4), seconds, mode)
+                executed[Path(path).name] = (nbformat.reads(text, as_version=4), seconds, mode, stamp)
                 print(f"executed {Path(path).name} in {mode} mode: {seconds / 60:.1f} min", flush=True)
-    modes = sorted({m for _, _, m in executed.values()})
+    modes = sorted({m for _, _, m, _ in executed.values()})
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    stamp = time.strftime("%Y-%m-%d")
     rows = []
     for i, path in enumerate(paths):
-        nb, seconds, mode = executed[path.name]
-        nb.metadata.pop("course_run", None)
+        nb, seconds, mode, ran_on = executed[path.name]
+        nb.metadata.pop(RUN_METADATA_KEY, None)
         title, subtitle = lesson_title(nb)
-        banner = (f"Executed in {mode} mode on {stamp} ({seconds / 60:.1f} min). Run it yourself: "
+        banner = (f"Executed in {mode} mode on {ran_on} ({seconds / 60:.1f} min). Run it yourself: "
                   f"open {path.name} in JupyterLab or on Colab.")
         page = out_dir / pages[i][0]
         page.write_text(to_html(with_navigation(nb, pages, i, banner), title), encoding="utf-8")

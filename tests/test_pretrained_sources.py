@@ -1,8 +1,8 @@
 """Notebooks read true with either pretrained source.
 
 Online, ``cu.load_pretrained_resnet18()`` ("auto") returns torchvision's ImageNet ResNet-18; offline
-(as in CI) it returns the course's own. The full-mode pass and the grading runs take the course's
-path. The quick suite grades every lesson's solution on Colab's versions with the ImageNet stand-in
+(as in CI) it returns the course's own. The full-mode pass and the graded student versions take the
+course's path. The quick suite grades every lesson's solution on Colab's versions with the ImageNet stand-in
 of tests/imagenet_stand_in.py in torch's hub cache (tests/test_notebooks.py), as a Colab student's
 online kernel would find torchvision's file. Here: the stand-in does make "auto" take the ImageNet
 path, some notebooks do load "auto", and the lightest of them, run on Colab's versions, says it

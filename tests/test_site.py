@@ -120,7 +120,7 @@ def test_the_full_pass_writes_what_the_site_is_built_from(tmp_path):
     assert nb.metadata["course_run"]["mode"] == "quick" and nb.metadata["course_run"]["seconds"] > 0
     pages = site.build_site(lessons, tmp_path / "site", executed_dir=executed)
     text = pages[1].read_text(encoding="utf-8")
-    assert "from the run 42" in text and "Executed in quick mode" in text
+    assert "from the run 42" in text and f"Executed in quick mode on {nb.metadata['course_run']['date']}" in text
 
 
 def test_the_site_refuses_notebooks_that_did_not_run_or_changed_since(tmp_path):
